@@ -1,0 +1,76 @@
+"""Evaluation shared by the training callback and the evaluate CLI: fixed prompts, model and baseline
+predictions, per-position errors with 99% CIs, and the ICL regression score (paper Sec. 3.3)."""
+from __future__ import annotations
+
+import torch
+from torch import Tensor
+
+from .baselines import get_baseline
+from .metrics import ContextErrors, icl_score_ci, squared_errors
+from .tasks import Batch, Task
+
+
+def eval_prompts(task: Task, n_prompts: int, seed: int, device="cpu") -> Batch:
+    """The run's evaluation prompts: full task size, seeded independently of training."""
+    g = torch.Generator(device=device)
+    g.manual_seed(int(seed))
+    return task.sample(n_prompts, generator=g, device=device)
+
+
+@torch.no_grad()
+def model_predictions(model, batch: Batch, batch_size: int = 256) -> Tensor:
+    was_training = model.training
+    model.eval()
+    out = torch.cat([model(batch.xs[i:i + batch_size], batch.ys[i:i + batch_size])
+                     for i in range(0, batch.xs.shape[0], batch_size)])
+    model.train(was_training)
+    return out.float()
+
+
+def baseline_kwargs(task: Task) -> dict:
+    """Task parameters a baseline may need (e.g. the parity subset size)."""
+    return {k: getattr(task, k) for k in ("sparsity",) if hasattr(task, k)}
+
+
+def baseline_predictions(task: Task, names, batch: Batch) -> dict[str, Tensor]:
+    preds = {}
+    for name in dict.fromkeys(["zero", *names]):  # ordered, unique
+        preds[name] = get_baseline(name, **baseline_kwargs(task))(batch.xs, batch.ys).float()
+    return preds
+
+
+def score_positions(task: Task, n_points: int, positions=None) -> list[int]:
+    """Default: every position the task scores (all; MQAR: the queries). ``positions`` may be a list of
+    ints or a [start, stop) pair given as {"start": a, "stop": b}."""
+    if positions is None:
+        return torch.nonzero(task.scored_positions(n_points)).flatten().tolist()
+    if isinstance(positions, dict):
+        return list(range(int(positions.get("start", 0)), int(positions.get("stop", n_points))))
+    return [int(p) for p in positions]
+
+
+def summarize(model_preds: Tensor, baseline_preds: dict[str, Tensor], ys: Tensor, baseline: str,
+              positions: list[int]) -> dict:
+    """Everything results.json reports about one evaluation."""
+    ys = ys.float()
+    err_model = squared_errors(model_preds, ys)  # [B, N]
+    errs = {k: squared_errors(v, ys) for k, v in baseline_preds.items()}
+    ctx = ContextErrors()
+    ctx.update(err_model)
+    ce = ctx.compute()
+    score, lo, hi = icl_score_ci(err_model, errs[baseline], errs["zero"], positions=positions,
+                                 generator=torch.Generator().manual_seed(0))
+    out = {
+        "icl_score": float(score), "icl_score_ci95": [float(lo), float(hi)], "baseline": baseline,
+        "score_positions": positions,
+        "context_lengths": list(range(ys.shape[1])),
+        "model_errors": ce["mean"].tolist(), "model_errors_ci99": [ce["lo"].tolist(), ce["hi"].tolist()],
+        "baseline_errors": {}, "baseline_errors_ci99": {}, "n_prompts": int(ys.shape[0]),
+    }
+    for k, e in errs.items():
+        c = ContextErrors()
+        c.update(e)
+        r = c.compute()
+        out["baseline_errors"][k] = r["mean"].tolist()
+        out["baseline_errors_ci99"][k] = [r["lo"].tolist(), r["hi"].tolist()]
+    return out

@@ -1,0 +1,96 @@
+"""LightningModule: samples a fresh batch of prompts on the training device every step (a pure function
+of (seed, step), so resumed runs see exactly the batches they would have seen) and regresses on it."""
+from __future__ import annotations
+
+import lightning as L
+import torch
+from hydra.utils import instantiate
+from omegaconf import DictConfig, OmegaConf
+
+from .curriculum import Curriculum
+from .models.model import build_model
+
+
+class _Steps(torch.utils.data.IterableDataset):
+    """An endless stream of placeholders: data is sampled inside training_step, on the device."""
+
+    def __iter__(self):
+        while True:
+            yield 0
+
+
+def build_task(task_cfg):
+    return instantiate(task_cfg)
+
+
+class ICLModule(L.LightningModule):
+    def __init__(self, cfg: dict):
+        super().__init__()
+        self.save_hyperparameters({"cfg": cfg})
+        cfg = OmegaConf.create(cfg)
+        self.cfg = cfg
+        self.task = build_task(cfg.task)
+        self.model = build_model(cfg.model, n_dims=self.task.n_dims, y_dim=self.task.y_dim,
+                                 max_points=self.task.n_points)
+        self.curriculum = Curriculum.from_config(cfg.curriculum, self.task.n_dims, self.task.n_points)
+        self.seed = int(cfg.seed)
+        self._gen = None
+
+    # ---- data --------------------------------------------------------------------------------
+    def train_dataloader(self):
+        return torch.utils.data.DataLoader(_Steps(), batch_size=None)
+
+    def generator(self, step: int) -> torch.Generator:
+        if self._gen is None or self._gen.device != self.device:
+            self._gen = torch.Generator(device=self.device)
+        self._gen.manual_seed(self.seed * 1_000_003 + step)
+        return self._gen
+
+    def forward(self, xs, ys):
+        return self.model(xs, ys)
+
+    def loss_fn(self, preds, ys, n_points):
+        mask = self.task.scored_positions(n_points).to(ys.device)
+        err = (preds.float() - ys) ** 2
+        if err.dim() == 3:
+            err = err.mean(-1)  # vector targets: mean over the value dims
+        return err[:, mask].mean()
+
+    def training_step(self, _batch, _batch_idx):
+        step = self.global_step
+        n_dims, n_points = self.curriculum.update(step)
+        batch = self.task.sample(int(self.cfg.optim.batch_size), generator=self.generator(step),
+                                 device=self.device, n_dims=n_dims, n_points=n_points)
+        loss = self.loss_fn(self(batch.xs, batch.ys), batch.ys, n_points)
+        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
+        self.log("curriculum/dims", float(n_dims), prog_bar=True, on_step=True, on_epoch=False)
+        self.log("curriculum/points", float(n_points), prog_bar=True, on_step=True, on_epoch=False)
+        return loss
+
+    def configure_optimizers(self):
+        o = self.cfg.optim
+        kw = {}
+        if o.fused and self.device.type == "cuda":
+            kw["fused"] = True
+        else:
+            kw["foreach"] = bool(o.foreach)
+        return torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                                weight_decay=o.weight_decay, **kw)
+
+    # ---- curriculum state in checkpoints ------------------------------------------------------
+    def on_save_checkpoint(self, checkpoint):
+        checkpoint["curriculum"] = self.curriculum.state_dict()
+
+    def on_load_checkpoint(self, checkpoint):
+        if "curriculum" in checkpoint:
+            self.curriculum.load_state_dict(checkpoint["curriculum"])
+
+
+def load_module(path, map_location="cpu") -> ICLModule:
+    """Load a checkpoint written by training (config travels inside it)."""
+    ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    module = ICLModule(ckpt["hyper_parameters"]["cfg"])
+    module.load_state_dict(ckpt["state_dict"])
+    module.on_load_checkpoint(ckpt)
+    module.global_step_loaded = int(ckpt.get("global_step", 0))
+    return module

@@ -1,0 +1,44 @@
+"""python -m icl_hybrids.models [--markdown]: the named architectures, their composition and parameter
+counts at paper size (d_model 256, 12 layers, 8 heads, d=20) and at the MQAR size (128, 2 layers)."""
+from __future__ import annotations
+
+import sys
+
+from ..config import compose_config, group_options
+from .model import build_model
+
+PAPER_ORDER = ["gpt2", "gpt2_rms", "gpt2_rope", "gpt2_swiglu", "gpt2_rms_swiglu", "gpt2_rms_rope",
+               "gpt2_rope_swiglu", "llama", "llama_mamba_pos", "llama_mamba_ffn", "llama_mamba_pos_ffn", "mamba",
+               "mambaformer", "standard_hybrid"]
+PAPER_ID = dict(zip(PAPER_ORDER, ["1", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "2", "2.1", "2.2", "2.3", "3",
+                                  "Park", "Park"]))
+
+
+def rows():
+    names = PAPER_ORDER + [n for n in group_options("model") if n not in PAPER_ORDER]
+    for name in names:
+        out = {}
+        for task in ("linear", "mqar"):
+            cfg = compose_config([f"model={name}", f"task={task}"])
+            m = build_model(cfg.model, n_dims=cfg.task.n_dims, y_dim=20 if task == "mqar" else 1,
+                            max_points=cfg.task.n_points)
+            out[task] = m.n_params()
+        c = cfg.model
+        short = lambda node: (node.get("_target_", "") or "none").rsplit(".", 1)[-1] if node else "none"  # noqa: E731
+        mixer = "/".join(short(x) for x in c.mixer.cycle) if "cycle" in c.mixer else short(c.mixer)
+        yield (PAPER_ID.get(name, "-"), name, short(c.positional), mixer, short(c.ffn), short(c.norm),
+               out["linear"], out["mqar"])
+
+
+def main(argv) -> int:
+    header = ("id", "model", "positional", "mixer", "ffn", "norm", "params (paper size)", "params (MQAR size)")
+    table = [header] + [tuple(str(v) if not isinstance(v, int) else f"{v:,}" for v in r) for r in rows()]
+    print("| " + " | ".join(header) + " |")
+    print("|" + "|".join("---" for _ in header) + "|")
+    for r in table[1:]:
+        print("| " + " | ".join(r) + " |")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main(sys.argv[1:]))

@@ -1,0 +1,34 @@
+"""Causal multi-head self-attention through torch SDPA (flash / memory-efficient kernels on GPU)."""
+from __future__ import annotations
+
+import torch
+from torch import nn
+import torch.nn.functional as F
+
+from .positional import apply_rotary
+
+
+class CausalSelfAttention(nn.Module):
+    def __init__(self, d_model: int, n_head: int, bias: bool = True, use_sdpa: bool = True):
+        super().__init__()
+        if d_model % n_head:
+            raise ValueError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
+        self.n_head, self.head_dim = n_head, d_model // n_head
+        self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # fused q, k, v projections
+        self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # residual projection
+        self.use_sdpa = use_sdpa
+
+    def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
+        b, t, d = x.shape
+        q, k, v = self.qkv(x).split(d, dim=2)  # 3 x [B, T, D]
+        q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))  # [B, H, T, hd]
+        if rope is not None:
+            q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
+        if self.use_sdpa:
+            y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, hd]
+        else:  # explicit reference path
+            att = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
+            causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
+            y = att.masked_fill(~causal, float("-inf")).softmax(-1) @ v
+        y = y.transpose(1, 2).reshape(b, t, d)  # [B, T, D]
+        return self.out_proj(y)
