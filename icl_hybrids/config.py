@@ -196,6 +196,6 @@ def compose_config(overrides: list[str] | tuple = (), config_name: str = "config
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.name = str(cfg.name)
-        cfg.run_dir = str(cfg.run_dir)
+        cfg.run_dir = str(cfg.hydra.run.dir)
         del cfg["hydra"]
     return cfg

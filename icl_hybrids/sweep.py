@@ -1,0 +1,199 @@
+"""Sweep tooling: the job list of a Hydra multirun without running it, and the Optuna objective.
+
+    python -m icl_hybrids.sweep                                  # the paper sweep's 72 jobs (make sweep-plan)
+    python -m icl_hybrids.sweep experiment=paper_sweep seeds=3   # 216 jobs
+    python -m icl_hybrids.sweep experiment=cpu_sweep --status    # with each run's state on disk
+    python -m icl_hybrids.sweep experiment=paper_sweep model=gpt2,llama task=linear --count
+
+The jobs are expanded exactly as Hydra's basic sweeper expands them (``hydra.sweeper.params`` from the
+experiment, then the command line, key by key) and every job's config is composed in-process
+(``compose_config``'s machinery), so the hyperparameters printed are the ones the job will train with.
+"""
+from __future__ import annotations
+
+import json
+import sys
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import Any
+
+from .config import CONF_DIR, ConfigError, check_group_choices
+
+DEFAULT_EXPERIMENT = "paper_sweep"
+
+
+@dataclass
+class Job:
+    task: str
+    model: str
+    seed: int
+    max_steps: int
+    lr: float
+    curriculum: bool
+    d_model: int
+    n_layer: int
+    batch_size: int
+    run_dir: str
+    overrides: list[str]
+
+    def status(self) -> str:
+        """finished / running@<step> / missing, from <run_dir>/results.json (what a rerun would do)."""
+        p = Path(self.run_dir) / "results.json"
+        if not p.exists():
+            return "resume" if (Path(self.run_dir) / "checkpoints" / "last.ckpt").exists() else "missing"
+        try:
+            r = json.loads(p.read_text())
+        except (OSError, ValueError):
+            return "unreadable"
+        if r.get("status") == "finished" and r.get("step", 0) >= self.max_steps:
+            return "finished"
+        return f"resume@{r.get('step', '?')}"
+
+
+def _split(overrides: list[str]):
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    parser = OverridesParser.create()
+    parsed = parser.parse_overrides(list(overrides))
+    return parser, parsed
+
+
+def expand(overrides: list[str] | tuple = ()) -> list[list[str]]:
+    """The per-job override lists Hydra's basic sweeper would launch for ``python -m icl_hybrids -m <overrides>``
+    (``experiment=paper_sweep`` is added when no experiment is given)."""
+    from hydra import initialize_config_dir
+
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        return _expand(overrides)
+
+
+def _expand(overrides) -> list[list[str]]:
+    from hydra import compose
+    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
+    from hydra.errors import HydraException
+    from omegaconf import OmegaConf
+    from omegaconf.errors import OmegaConfBaseException
+
+    overrides = list(overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
+        overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
+    check_group_choices(overrides)
+    parser, parsed = _split(overrides)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    try:
+        base = compose("config", overrides=fixed, return_hydra_config=True)
+    except (HydraException, OmegaConfBaseException) as e:
+        raise ConfigError(str(e).strip().splitlines()[0]) from None
+    sweeper = base.hydra.sweeper
+    if "BasicSweeper" not in str(sweeper.get("_target_", "")):
+        raise ConfigError(f"hydra.sweeper={sweeper._target_}: only the basic sweeper's grid can be listed")
+    params = OmegaConf.to_container(sweeper.params, resolve=True) if sweeper.get("params") else {}
+    args = [f"{k}={v}" for k, v in params.items()] + overrides
+    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(args), None)
+    return batch
+
+
+def plan(overrides: list[str] | tuple = ()) -> list[Job]:
+    """Every job of the sweep with its composed hyperparameters and output directory (nothing is run)."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.errors import HydraException
+    from omegaconf import open_dict
+    from omegaconf.errors import OmegaConfBaseException
+
+    jobs: list[Job] = []
+    cache: dict[tuple, Any] = {}
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        for ov in _expand(overrides):
+            # Seeds change nothing but `seed` (and the paths built from it): compose once per seed-free job.
+            seed = next((o.split("=", 1)[1] for o in ov if o.split("=", 1)[0] == "seed"), None)
+            rest = tuple(o for o in ov if o.split("=", 1)[0] != "seed")
+            if rest not in cache:
+                try:
+                    cache[rest] = compose("config", overrides=list(rest), return_hydra_config=True)
+                except (HydraException, OmegaConfBaseException) as e:
+                    raise ConfigError(f"{' '.join(ov)}: {str(e).strip().splitlines()[0]}") from None
+            cfg = cache[rest].copy()
+            if seed is not None:
+                with open_dict(cfg):
+                    cfg.seed = int(seed)
+            HydraConfig.instance().set_config(cfg)
+            sweep_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+            jobs.append(Job(task=str(cfg.hydra.runtime.choices.task), model=str(cfg.name), seed=int(cfg.seed),
+                            max_steps=int(cfg.trainer.max_steps), lr=float(cfg.optim.lr),
+                            curriculum=bool(cfg.curriculum.enabled), d_model=int(cfg.model.d_model),
+                            n_layer=int(cfg.model.n_layer), batch_size=int(cfg.optim.batch_size),
+                            run_dir=str(sweep_dir), overrides=list(ov)))
+    return jobs
+
+
+def format_plan(jobs: list[Job], status: bool = False) -> str:
+    head = ["task", "model", "seed", "max_steps", "lr", "curriculum", "d_model", "n_layer", "batch", "output_dir"]
+    rows = [[j.task, j.model, str(j.seed), str(j.max_steps), f"{j.lr:g}", "on" if j.curriculum else "off",
+             str(j.d_model), str(j.n_layer), str(j.batch_size), j.run_dir] for j in jobs]
+    if status:
+        head.append("status")
+        for r, j in zip(rows, jobs):
+            r.append(j.status())
+    w = [max(len(x) for x in col) for col in zip(head, *rows)]
+    fmt = lambda r: "  ".join(x.ljust(n) for x, n in zip(r, w)).rstrip()  # noqa: E731
+    return "\n".join([fmt(head)] + [fmt(r) for r in rows])
+
+
+# ---- Optuna: the task function returns the results dict; the sweeper needs a float ---------------------
+try:
+    from hydra.experimental.callback import Callback as _HydraCallback
+except ImportError:  # pragma: no cover
+    _HydraCallback = object
+
+
+class ReturnObjective(_HydraCallback):
+    """Hydra callback (``hydra.callbacks``) that turns a job's results dict into the float an optimising sweeper
+    (Optuna) reads: ``results[key]``. Runs in the job's process right after the task function, so it works
+    with every launcher. A missing/NaN value becomes ``nan_value`` (a failed objective, not a crash)."""
+
+    def __init__(self, key: str = "icl_score", nan_value: float | None = None) -> None:
+        self.key, self.nan_value = key, nan_value
+
+    def on_job_end(self, config, job_return, **kwargs) -> None:
+        from hydra.core.utils import JobStatus
+
+        if job_return.status != JobStatus.COMPLETED or not isinstance(job_return._return_value, dict):
+            return
+        v = job_return._return_value.get(self.key)
+        try:
+            v = float(v)
+        except (TypeError, ValueError):
+            v = float("nan")
+        if v != v and self.nan_value is not None:
+            v = float(self.nan_value)
+        job_return.return_value = v
+
+
+def main(argv: list[str] | None = None) -> int:
+    argv = list(sys.argv[1:] if argv is None else argv)
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__)
+        return 0
+    flags = {a for a in argv if a.startswith("--")}
+    unknown = flags - {"--status", "--count", "--json"}
+    if unknown:
+        print(f"error: unknown option(s) {' '.join(sorted(unknown))} (allowed: --status --count --json)", file=sys.stderr)
+        return 2
+    try:
+        jobs = plan([a for a in argv if not a.startswith("--") and a not in ("-m", "--multirun")])
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if "--count" in flags:
+        print(len(jobs))
+    elif "--json" in flags:
+        print(json.dumps([asdict(j) | ({"status": j.status()} if "--status" in flags else {}) for j in jobs], indent=1))
+    else:
+        print(format_plan(jobs, status="--status" in flags))
+        print(f"# {len(jobs)} jobs", file=sys.stderr)
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
