@@ -22,7 +22,7 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer, name: str) -> None:
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.tmp"
-        trainer.save_checkpoint(tmp)
+        trainer.save_checkpoint(tmp, weights_only=False)
         os.replace(tmp, self.dir / name)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
@@ -34,6 +34,22 @@ class AtomicCheckpoint(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.save(trainer, "last.ckpt")
+
+
+def progress_bar():
+    """Rich progress bar over training steps showing the loss, curriculum stage and latest ICL score."""
+    from lightning.pytorch.callbacks import RichProgressBar
+
+    class StepProgressBar(RichProgressBar):
+        def _get_train_description(self, current_epoch: int) -> str:
+            return "training"
+
+        def get_metrics(self, trainer, pl_module):
+            m = super().get_metrics(trainer, pl_module)
+            m.pop("v_num", None)
+            return {k: (int(v) if k in ("dims", "points") else v) for k, v in m.items()}
+
+    return StepProgressBar()
 
 
 class ICLEvalCallback(L.Callback):
@@ -123,6 +139,7 @@ class ICLEvalCallback(L.Callback):
             s = self.evaluate(trainer, pl_module)
             pl_module.log_dict({"eval/icl_score": s["icl_score"], "eval/mse_last": s["model_errors"][-1]},
                                on_step=True, on_epoch=False)
+            pl_module.log("icl", s["icl_score"], prog_bar=True, logger=False, on_step=True, on_epoch=False)
 
     def on_train_end(self, trainer, pl_module):
         self.evaluate(trainer, pl_module, final=True)

@@ -6,7 +6,7 @@ import torch
 from torch import Tensor
 
 from .baselines import get_baseline
-from .metrics import ContextErrors, icl_score_ci, squared_errors
+from .metrics import ContextErrors, ICLRegressionScore, icl_score_ci, squared_errors
 from .tasks import Batch, Task
 
 
@@ -27,15 +27,19 @@ def model_predictions(model, batch: Batch, batch_size: int = 256) -> Tensor:
     return out.float()
 
 
-def baseline_kwargs(task: Task) -> dict:
-    """Task parameters a baseline may need (e.g. the parity subset size)."""
-    return {k: getattr(task, k) for k in ("sparsity",) if hasattr(task, k)}
+def baseline_kwargs(name: str, task: Task) -> dict:
+    """Task parameters a baseline's constructor asks for (e.g. the parity subset size ``k``)."""
+    from .baselines import BASELINES
+    from .models.block import accepts
+
+    offer = {"n_dims": task.n_dims, "k": getattr(task, "sparsity", None), "sparsity": getattr(task, "sparsity", None)}
+    return {k: v for k, v in offer.items() if v is not None and accepts(BASELINES[name].__init__, k)}
 
 
 def baseline_predictions(task: Task, names, batch: Batch) -> dict[str, Tensor]:
     preds = {}
     for name in dict.fromkeys(["zero", *names]):  # ordered, unique
-        preds[name] = get_baseline(name, **baseline_kwargs(task))(batch.xs, batch.ys).float()
+        preds[name] = get_baseline(name, **baseline_kwargs(name, task))(batch.xs, batch.ys).float()
     return preds
 
 
@@ -58,8 +62,11 @@ def summarize(model_preds: Tensor, baseline_preds: dict[str, Tensor], ys: Tensor
     ctx = ContextErrors()
     ctx.update(err_model)
     ce = ctx.compute()
-    score, lo, hi = icl_score_ci(err_model, errs[baseline], errs["zero"], positions=positions,
-                                 generator=torch.Generator().manual_seed(0))
+    metric = ICLRegressionScore(positions=positions)
+    metric.update(model_preds, baseline_preds[baseline], ys)
+    score = metric.compute()
+    _, lo, hi = icl_score_ci(err_model, errs[baseline], errs["zero"], positions=positions,
+                             generator=torch.Generator().manual_seed(0))
     out = {
         "icl_score": float(score), "icl_score_ci95": [float(lo), float(hi)], "baseline": baseline,
         "score_positions": positions,

@@ -62,9 +62,11 @@ class ICLModule(L.LightningModule):
         batch = self.task.sample(int(self.cfg.optim.batch_size), generator=self.generator(step),
                                  device=self.device, n_dims=n_dims, n_points=n_points)
         loss = self.loss_fn(self(batch.xs, batch.ys), batch.ys, n_points)
-        self.log("train/loss", loss, prog_bar=True, on_step=True, on_epoch=False)
-        self.log("curriculum/dims", float(n_dims), prog_bar=True, on_step=True, on_epoch=False)
-        self.log("curriculum/points", float(n_points), prog_bar=True, on_step=True, on_epoch=False)
+        self.log_dict({"train/loss": loss, "curriculum/dims": float(n_dims), "curriculum/points": float(n_points)},
+                      on_step=True, on_epoch=False)
+        # short names for the progress bar only
+        self.log_dict({"loss": loss, "dims": float(n_dims), "points": float(n_points)},
+                      prog_bar=True, logger=False, on_step=True, on_epoch=False)
         return loss
 
     def configure_optimizers(self):
