@@ -46,7 +46,11 @@ def error_curves(results: dict, out_png, title: str | None = None, normalize: bo
         ax.set_xlabel("in-context examples")
         ax.set_ylabel("squared error" + (f" / d (d={d})" if d != 1 else ""))
         ax.set_title(title or f"{results.get('task')} — step {results.get('step')}")
-        ax.set_ylim(bottom=0)
+        # keep the informative range: estimators that blow up at tiny contexts (averaging, min-norm LS
+        # near k = d) would otherwise flatten every other curve; the CSV keeps the full data
+        zero = results["baseline_errors"].get("zero")
+        top = 1.3 * max(max(zero or [0]), max(results["model_errors"])) / d
+        ax.set_ylim(0, top if top > 0 else None)
         ax.legend(frameon=False)
         fig.tight_layout()
         fig.savefig(out_png)
