@@ -59,3 +59,40 @@ bench: install
 
 clean:
 	rm -rf outputs demo_outputs .pytest_cache
+
+# ---- sweeps (docs/sweeps.md) -------------------------------------------------------------------------
+# make sweep-plan [ARGS="seeds=3 task=linear"]       the paper sweep's job list, nothing run (72 lines)
+# make sweep-cpu [JOBS=2]                            reduced sweep on this CPU, then table3 + figures
+# make sweep-slurm PARTITION=gpu [ACCOUNT= TIME=minutes GPUS=1 CPUS=8 MEM=32 PARALLEL=64 ARGS=...]
+# make table3 SWEEP=<dir> / make figures SWEEP=<dir>
+SWEEP ?= multirun_outputs/cpu
+ARGS ?=
+JOBS ?= 2
+PARTITION ?=
+ACCOUNT ?=
+TIME ?= 1440
+GPUS ?= 1
+CPUS ?= 8
+MEM ?= 32
+PARALLEL ?= 64
+SLURM_BIN ?= $(CURDIR)/scripts/slurm/bin
+
+sweep-plan: install
+	@$(PY) -m icl_hybrids.sweep experiment=paper_sweep $(ARGS)
+
+sweep-cpu: install
+	$(PY) -m icl_hybrids.sweep run -j $(JOBS) experiment=cpu_sweep $(ARGS)
+	$(MAKE) --no-print-directory table3 figures SWEEP=multirun_outputs/cpu
+
+# The sacct shim (scripts/slurm/bin) is only used where accounting is off; a real sacct is run otherwise.
+sweep-slurm: install
+	PATH="$(SLURM_BIN):$$PATH" $(PY) -m icl_hybrids experiment=paper_sweep hydra/launcher=slurm \
+	  $(if $(PARTITION),hydra.launcher.partition=$(PARTITION)) $(if $(ACCOUNT),hydra.launcher.account=$(ACCOUNT)) \
+	  hydra.launcher.timeout_min=$(TIME) hydra.launcher.gpus_per_node=$(GPUS) hydra.launcher.cpus_per_task=$(CPUS) \
+	  hydra.launcher.mem_gb=$(MEM) hydra.launcher.array_parallelism=$(PARALLEL) $(ARGS)
+
+table3: install
+	$(PY) -m icl_hybrids.aggregate $(SWEEP)
+
+figures: install
+	$(PY) -m icl_hybrids.aggregate $(SWEEP) --figures-only

@@ -60,7 +60,7 @@ def summarize(model_preds: Tensor, baseline_preds: dict[str, Tensor], ys: Tensor
     err_model = squared_errors(model_preds, ys)  # [B, N]
     errs = {k: squared_errors(v, ys) for k, v in baseline_preds.items()}
     ctx = ContextErrors()
-    ctx.update(err_model)
+    ctx.update(model_preds, ys)
     ce = ctx.compute()
     metric = ICLRegressionScore(positions=positions)
     metric.update(model_preds, baseline_preds[baseline], ys)
@@ -76,7 +76,7 @@ def summarize(model_preds: Tensor, baseline_preds: dict[str, Tensor], ys: Tensor
     }
     for k, e in errs.items():
         c = ContextErrors()
-        c.update(e)
+        c.update_errors(e)
         r = c.compute()
         out["baseline_errors"][k] = r["mean"].tolist()
         out["baseline_errors_ci99"][k] = [r["lo"].tolist(), r["hi"].tolist()]

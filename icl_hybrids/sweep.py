@@ -4,6 +4,7 @@
     python -m icl_hybrids.sweep experiment=paper_sweep seeds=3   # 216 jobs
     python -m icl_hybrids.sweep experiment=cpu_sweep --status    # with each run's state on disk
     python -m icl_hybrids.sweep experiment=paper_sweep model=gpt2,llama task=linear --count
+    python -m icl_hybrids.sweep run -j 2 experiment=cpu_sweep    # 2 local multiruns side by side (make sweep-cpu)
 
 The jobs are expanded exactly as Hydra's basic sweeper expands them (``hydra.sweeper.params`` from the
 experiment, then the command line, key by key) and every job's config is composed in-process
@@ -170,11 +171,90 @@ class ReturnObjective(_HydraCallback):
         job_return.return_value = v
 
 
+# ---- local parallel runner: N Hydra multiruns side by side (the basic launcher runs one job at a time) ----
+def _chunks(values: list[str], n: int) -> list[list[str]]:
+    return [c for c in (values[i::n] for i in range(n)) if c]
+
+
+def run_parallel(overrides: list[str], n_procs: int = 2, env: dict | None = None) -> int:
+    """Run the sweep as ``n_procs`` concurrent ``python -m icl_hybrids -m`` processes, each given a share of
+    the values of the swept key with the most values (model, else task, else seed), all writing to the same
+    sweep directory; then rewrite DIR/multirun.yaml so that it records the whole sweep (aggregate reads it).
+    Returns the worst exit status."""
+    import os
+    import subprocess
+
+    from omegaconf import OmegaConf
+
+    jobs = expand(overrides)
+    cols: dict[str, list[str]] = {}
+    for ov in jobs:
+        for o in ov:
+            k, _, v = o.partition("=")
+            if v not in cols.setdefault(k, []):
+                cols[k].append(v)
+    key = next((k for k in ("model", "task", "seed") if len(cols.get(k, [])) >= 2), None)
+    parts = [[f"{key}={','.join(c)}"] for c in _chunks(cols[key], n_procs)] if key else [[]]
+    sweep_dir = Path(plan_dir(overrides))
+    base = [o for o in overrides if o.split("=", 1)[0] != key]
+    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in base):
+        base.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
+    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
+    procs = []
+    log_dir = sweep_dir / "logs"
+    log_dir.mkdir(parents=True, exist_ok=True)
+    for i, part in enumerate(parts):
+        cmd = [sys.executable, "-m", "icl_hybrids", "-m", *base, *part]
+        log = open(log_dir / f"part{i}.log", "a")
+        print(f"[{i}] {' '.join(cmd[1:])}  (log: {log.name})", flush=True)
+        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
+    rcs = []
+    for i, (p, log) in enumerate(procs):
+        rcs.append(p.wait())
+        log.close()
+        print(f"[{i}] exit {rcs[-1]}", flush=True)
+    mr = sweep_dir / "multirun.yaml"
+    if key and mr.exists():  # the last process to start wrote its share only: record the whole grid
+        cfg = OmegaConf.load(mr)
+        task_ov = [o for o in cfg.hydra.overrides.task if o.split("=", 1)[0] != key]
+        if any(o.split("=", 1)[0] == key for o in overrides):
+            task_ov.append(next(o for o in overrides if o.split("=", 1)[0] == key))
+        cfg.hydra.overrides.task = task_ov
+        OmegaConf.save(cfg, mr)
+    return max(rcs, key=abs) if rcs else 0
+
+
+def plan_dir(overrides: list[str]) -> str:
+    """The sweep directory (hydra.sweep.dir) of a sweep, composed in-process."""
+    from hydra import compose, initialize_config_dir
+    from hydra.core.hydra_config import HydraConfig
+
+    ov = list(overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in ov):
+        ov.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
+    _, parsed = _split(ov)
+    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
+    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
+        cfg = compose("config", overrides=fixed, return_hydra_config=True)
+    HydraConfig.instance().set_config(cfg)
+    return str(cfg.hydra.sweep.dir)
+
+
 def main(argv: list[str] | None = None) -> int:
     argv = list(sys.argv[1:] if argv is None else argv)
     if any(a in ("-h", "--help") for a in argv):
         print(__doc__)
         return 0
+    if argv[:1] == ["run"]:
+        rest, n = argv[1:], 2
+        if rest[:1] and rest[0].startswith("-j"):
+            n = int(rest[0][2:] or rest[1])
+            rest = rest[1:] if rest[0][2:] else rest[2:]
+        try:
+            return run_parallel([a for a in rest if a not in ("-m", "--multirun")], n)
+        except ConfigError as e:
+            print(f"error: {e}", file=sys.stderr)
+            return 2
     flags = {a for a in argv if a.startswith("--")}
     unknown = flags - {"--status", "--count", "--json"}
     if unknown:
@@ -189,8 +269,10 @@ def main(argv: list[str] | None = None) -> int:
         print(len(jobs))
     elif "--json" in flags:
         print(json.dumps([asdict(j) | ({"status": j.status()} if "--status" in flags else {}) for j in jobs], indent=1))
-    else:
-        print(format_plan(jobs, status="--status" in flags))
+    else:  # header and count on stderr: stdout has exactly one line per job (`| wc -l`, `| grep`)
+        head, *lines = format_plan(jobs, status="--status" in flags).splitlines()
+        print(head, file=sys.stderr, flush=True)
+        print("\n".join(lines), flush=True)
         print(f"# {len(jobs)} jobs", file=sys.stderr)
     return 0
 

@@ -78,11 +78,14 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     import torch
     from lightning.pytorch.loggers import CSVLogger
 
+    from . import slurm
     from .callbacks import AtomicCheckpoint, ICLEvalCallback
     from .lit import ICLModule
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
     warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__`.*")
+    warnings.filterwarnings("ignore", ".*LeafSpec.*")
+    warnings.filterwarnings("ignore", ".*srun.*command is available.*")
     tr = cfg.trainer
     if tr.num_threads:
         torch.set_num_threads(int(tr.num_threads))
@@ -98,16 +101,17 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
              "task_config": module.task.describe()}
     evalcb = ICLEvalCallback(run_dir, cfg, cfg.eval.every_n_steps, extra)
     callbacks = [AtomicCheckpoint(run_dir / "checkpoints", tr.ckpt_every_n_steps, tr.last_ckpt_every_n_steps), evalcb]
+    callbacks += slurm.requeue_callbacks(callbacks[0])  # SLURM USR2: save last.ckpt, then submitit requeues
     if tr.progress_bar:
-        from lightning.pytorch.callbacks import RichProgressBar
+        from .callbacks import progress_bar
 
-        callbacks.append(RichProgressBar())
+        callbacks.append(progress_bar())
     trainer = L.Trainer(
         max_steps=int(tr.max_steps), accelerator=tr.accelerator, devices=tr.devices, precision=tr.precision,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=bool(tr.progress_bar),
         enable_model_summary=False, log_every_n_steps=int(tr.log_every_n_steps), limit_val_batches=0,
         num_sanity_val_steps=0, gradient_clip_val=tr.gradient_clip_val, deterministic=bool(tr.deterministic),
-        default_root_dir=str(run_dir),
+        default_root_dir=str(run_dir), plugins=slurm.cluster_plugins(),  # no Lightning auto-requeue
     )
     if tr.compile:
         module.model = torch.compile(module.model)

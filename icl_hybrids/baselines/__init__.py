@@ -1,0 +1,56 @@
+"""Batched classical in-context estimators ("baselines") and their registry.
+
+Every baseline is a callable ``est(xs, ys) -> preds`` with ``preds[:, i]`` computed only from
+the context points ``0..i-1`` of the same prompt (and the query ``xs[:, i]``); position 0
+predicts 0. See ``docs/baselines.md``.
+"""
+
+from __future__ import annotations
+
+from .base import Baseline
+from .bayes import MQARLookupBaseline, SparseParityBayesBaseline
+from .linear import LassoBaseline, LeastSquaresBaseline, RidgeBaseline
+from .nn import TwoLayerNNBaseline
+from .simple import AveragingBaseline, KNNBaseline, ZeroBaseline
+from .trees import DecisionTreeBaseline, GradientBoostingBaseline
+
+BASELINES: dict[str, type] = {
+    "zero": ZeroBaseline,
+    "averaging": AveragingBaseline,
+    "knn": KNNBaseline,
+    "least_squares": LeastSquaresBaseline,
+    "ridge": RidgeBaseline,
+    "lasso": LassoBaseline,
+    "two_layer_nn": TwoLayerNNBaseline,
+    "decision_tree": DecisionTreeBaseline,
+    "gradient_boosting": GradientBoostingBaseline,
+    "sparse_parity_bayes": SparseParityBayesBaseline,
+    "mqar_lookup": MQARLookupBaseline,
+}
+
+
+def get_baseline(name: str, **kwargs) -> Baseline:
+    """Instantiate the baseline registered as ``name`` with ``kwargs``."""
+    try:
+        cls = BASELINES[name]
+    except KeyError:
+        raise ValueError(f"unknown baseline '{name}'; allowed: {', '.join(sorted(BASELINES))}") from None
+    return cls(**kwargs)
+
+
+__all__ = [
+    "BASELINES",
+    "Baseline",
+    "get_baseline",
+    "ZeroBaseline",
+    "AveragingBaseline",
+    "KNNBaseline",
+    "LeastSquaresBaseline",
+    "RidgeBaseline",
+    "LassoBaseline",
+    "TwoLayerNNBaseline",
+    "DecisionTreeBaseline",
+    "GradientBoostingBaseline",
+    "SparseParityBayesBaseline",
+    "MQARLookupBaseline",
+]
