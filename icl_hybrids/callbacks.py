@@ -87,7 +87,7 @@ class ICLEvalCallback(L.Callback):
             task, ev = pl_module.task, self.cfg.eval
             batch = eval_prompts(task, ev.n_prompts, self.cfg.seed + ev.seed_offset, device="cpu")
             names = [task.baseline, "averaging", *ev.baselines] if task.y_dim == 1 else [task.baseline, *ev.baselines]
-            base = baseline_predictions(task, names, batch)
+            base = baseline_predictions(task, names, batch, cache_dir=ev.get("cache_dir"))
             self._cache = (batch, base, score_positions(task, task.n_points, ev.positions))
         return self._cache
 

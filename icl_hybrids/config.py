@@ -91,6 +91,7 @@ class EvalSchema:
     positions: Optional[Any] = None
     seed_offset: int = 1000003
     shift: Optional[str] = None
+    cache_dir: Optional[str] = None
 
 
 SCHEMA = {"task": TaskSchema, "model": ModelSchema, "curriculum": CurriculumSchema, "optim": OptimSchema,

@@ -36,10 +36,35 @@ def baseline_kwargs(name: str, task: Task) -> dict:
     return {k: v for k, v in offer.items() if v is not None and accepts(BASELINES[name].__init__, k)}
 
 
-def baseline_predictions(task: Task, names, batch: Batch) -> dict[str, Tensor]:
+def _cache_key(name: str, kw: dict, batch: Batch) -> str:
+    """Content hash of the prompts and the estimator's settings: equal inputs, equal predictions."""
+    import hashlib
+
+    h = hashlib.sha256()
+    for t in (batch.xs, batch.ys):
+        h.update(t.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr((name, sorted(kw.items()))).encode())
+    return h.hexdigest()[:24]
+
+
+def baseline_predictions(task: Task, names, batch: Batch, cache_dir=None) -> dict[str, Tensor]:
+    """Predictions of every named baseline (zero always first). With ``cache_dir``, predictions are stored
+    by content hash of (prompts, estimator, settings), so the runs of a sweep that share evaluation prompts
+    (same task, seed, n_prompts) fit the expensive estimators (2-layer NN, trees) once."""
+    from pathlib import Path
+
+    from .io import atomic_save_torch
+
     preds = {}
     for name in dict.fromkeys(["zero", *names]):  # ordered, unique
-        preds[name] = get_baseline(name, **baseline_kwargs(name, task))(batch.xs, batch.ys).float()
+        kw = baseline_kwargs(name, task)
+        path = Path(cache_dir) / f"{name}-{_cache_key(name, kw, batch)}.pt" if cache_dir and name != "zero" else None
+        if path is not None and path.exists():
+            preds[name] = torch.load(path, map_location=batch.ys.device)
+            continue
+        preds[name] = get_baseline(name, **kw)(batch.xs, batch.ys).float()
+        if path is not None:
+            atomic_save_torch(preds[name].cpu(), path)
     return preds
 
 
@@ -76,7 +101,7 @@ def summarize(model_preds: Tensor, baseline_preds: dict[str, Tensor], ys: Tensor
     }
     for k, e in errs.items():
         c = ContextErrors()
-        c.update_errors(e)
+        c.update(baseline_preds[k], ys)
         r = c.compute()
         out["baseline_errors"][k] = r["mean"].tolist()
         out["baseline_errors_ci99"][k] = [r["lo"].tolist(), r["hi"].tolist()]

@@ -29,3 +29,18 @@ def atomic_write_json(path, obj) -> None:
 def read_json(path):
     with open(path) as f:
         return json.load(f)
+
+
+def atomic_save_torch(obj, path) -> None:
+    import torch
+
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
+    os.close(fd)
+    try:
+        torch.save(obj, tmp)
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

@@ -93,7 +93,7 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     module = ICLModule(resolved)
 
     loggers = [CSVLogger(save_dir=str(run_dir), name="logs")]
-    wb = resolved.get("logger", {}).get("wandb") if resolved.get("logger") else None
+    wb = resolved["logger"] if resolved.get("logger", {}).get("kind") == "wandb" else None
     if wb:
         loggers.append(_wandb_logger(wb, run_dir, resolved))
     extra = {"task": module.task.name,
@@ -133,8 +133,8 @@ def _wandb_logger(wb: dict, run_dir: Path, resolved: dict):
         import uuid
 
         atomic_write_text(id_file, uuid.uuid4().hex[:12])
-    if wb.get("offline", True):
-        os.environ.setdefault("WANDB_MODE", "offline")
+    # explicit either way: an inherited WANDB_MODE must not contradict logger.offline
+    os.environ["WANDB_MODE"] = "offline" if wb.get("offline", True) else "online"
     return WandbLogger(project=wb.get("project", "icl_hybrids"), entity=wb.get("entity"),
                        save_dir=str(run_dir), offline=bool(wb.get("offline", True)), id=id_file.read_text().strip(),
                        resume="allow", tags=list(wb.get("tags", [])), config=resolved)

@@ -41,10 +41,11 @@ def prefix_gram(x: torch.Tensor, y: torch.Tensor):
 class LeastSquaresBaseline(Baseline):
     """Minimum-norm least squares on every prefix (``numpy.linalg.lstsq`` / gelsd semantics).
 
-    ``w_{b,i} = pinv(X_{b,<i}) y_{b,<i}``, computed with a batched float64 SVD
-    (``torch.linalg.pinv``, relative cutoff ``max(n, d) * eps`` like numpy's default
-    ``rcond``) on zero-padded prefix matrices ``[B*N, N, d]`` (zero rows do not change the
-    min-norm solution). Works on CPU and GPU alike (Garg's code required CPU for lstsq).
+    ``w_{b,i} = pinv(X_{b,<i}) y_{b,<i}``, computed in float64 on zero-padded prefix
+    matrices ``[B*(N-1), N, d]`` (zero rows do not change the min-norm solution) with one
+    batched SVD-based solve: ``torch.linalg.lstsq(driver="gelsd")`` on CPU,
+    ``torch.linalg.pinv`` elsewhere (both with the relative cutoff ``max(N, d) * eps``,
+    numpy's default ``rcond``). Works on GPU too (Garg's code required CPU for lstsq).
     """
 
     name = "least_squares"
@@ -67,7 +68,10 @@ class LeastSquaresBaseline(Baseline):
             Yp = y.unsqueeze(1) * M[None]  # [b, N(i), N(j)]
             Xp = Xp[:, 1:].reshape(b * (N - 1), N, d)
             Yp = Yp[:, 1:].reshape(b * (N - 1), N, 1)
-            w = torch.linalg.pinv(Xp) @ Yp  # [b*(N-1), d, 1]
+            if Xp.device.type == "cpu":  # LAPACK gelsd: numpy's driver, ~1.5x faster than pinv
+                w = torch.linalg.lstsq(Xp, Yp, driver="gelsd").solution  # [b*(N-1), d, 1]
+            else:  # lstsq on GPU only has "gels" (full rank); pinv is the min-norm solution
+                w = torch.linalg.pinv(Xp) @ Yp
             w = w.reshape(b, N - 1, d)
             out[sl, 1:] = (x[:, 1:] * w).sum(-1)
         return out.to(ys.dtype)
