@@ -1,5 +1,11 @@
-"""Causal multi-head self-attention through torch SDPA (flash / memory-efficient kernels on GPU)."""
+"""Causal multi-head self-attention through torch SDPA (flash / memory-efficient kernels on GPU).
+
+Optional fast path: the ``flash-attn`` package (``pip install -e .[cuda]``) on CUDA with fp16/bf16
+inputs (``use_flash_attn=True``); it computes the same function (checked in tests/test_models_cuda.py when a
+GPU and the package are present). RoPE is applied before either kernel."""
 from __future__ import annotations
+
+import functools
 
 import torch
 from torch import nn
@@ -8,8 +14,19 @@ import torch.nn.functional as F
 from .positional import apply_rotary
 
 
+@functools.cache
+def flash_attn_func():
+    """flash_attn.flash_attn_func when the package imports (CUDA builds only), else None."""
+    try:
+        from flash_attn import flash_attn_func as f
+    except Exception:  # not installed, or no CUDA build
+        return None
+    return f
+
+
 class CausalSelfAttention(nn.Module):
-    def __init__(self, d_model: int, n_head: int, bias: bool = True, use_sdpa: bool = True):
+    def __init__(self, d_model: int, n_head: int, bias: bool = True, use_sdpa: bool = True,
+                 use_flash_attn: bool = True):
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
@@ -17,6 +34,7 @@ class CausalSelfAttention(nn.Module):
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # fused q, k, v projections
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # residual projection
         self.use_sdpa = use_sdpa
+        self.use_flash_attn = use_flash_attn
 
     def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
         b, t, d = x.shape
@@ -24,7 +42,10 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))  # [B, H, T, hd]
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        if self.use_sdpa:
+        flash = flash_attn_func() if (self.use_flash_attn and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)) else None  # autocast: q is half
+        if flash is not None:  # flash-attn wants [B, T, H, hd]
+            y = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True).transpose(1, 2)
+        elif self.use_sdpa:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, hd]
         else:  # explicit reference path
             att = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
