@@ -71,11 +71,8 @@ class ICLModule(L.LightningModule):
 
     def configure_optimizers(self):
         o = self.cfg.optim
-        kw = {}
-        if o.fused and self.device.type == "cuda":
-            kw["fused"] = True
-        else:
-            kw["foreach"] = bool(o.foreach)
+        # fused (one kernel per step, CUDA and CPU) > foreach (multi-tensor) > per-parameter loop
+        kw = {"fused": True} if o.fused else {"foreach": bool(o.foreach)}
         return torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
                                 weight_decay=o.weight_decay, **kw)
 

@@ -68,3 +68,22 @@ def to_hf_llama(m: ICLModel, attn_implementation: str = "sdpa") -> HFWrapped:
             dst.weight.copy_(src)
     hf.norm.weight.copy_(m.norm_f.weight)
     return HFWrapped(m, hf)
+
+
+@torch.no_grad()
+def to_hf_mamba(m: ICLModel, use_mambapy: bool = False) -> HFWrapped:
+    """transformers.MambaModel with our Mamba composition's weights (mixer names and shapes are identical)."""
+    import transformers
+
+    mx = m.blocks[0].mixer
+    cfg = transformers.MambaConfig(vocab_size=8, hidden_size=m.d_model, state_size=mx.d_state,
+                                   num_hidden_layers=m.n_layer, expand=mx.expand, conv_kernel=mx.d_conv,
+                                   time_step_rank=mx.dt_rank, use_bias=False, use_conv_bias=True,
+                                   layer_norm_epsilon=m.norm_f.eps, residual_in_fp32=True, use_cache=False,
+                                   use_mambapy=use_mambapy)
+    hf = transformers.MambaModel(cfg).to(dtype=m.read_in.weight.dtype)
+    for blk, hb in zip(m.blocks, hf.layers):
+        hb.norm.weight.copy_(blk.norm1.weight)
+        hb.mixer.load_state_dict(blk.mixer.state_dict())  # strict
+    hf.norm_f.weight.copy_(m.norm_f.weight)
+    return HFWrapped(m, hf)
