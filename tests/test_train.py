@@ -76,3 +76,12 @@ def test_seed_controls_everything(tmp_path):
     b = _train(tmp_path / "b", 5, seed=1)
     c = _train(tmp_path / "c", 5, seed=2)
     assert a["model_errors"] == b["model_errors"] and a["model_errors"] != c["model_errors"]
+
+
+def test_fast_path_switches_keep_the_numbers(tmp_path):
+    """optim.fused (one Adam kernel) and optim.foreach=false give the same training within float tolerance."""
+    ref = _train(tmp_path / "ref", 5)
+    fused = _train(tmp_path / "fused", 5, **{"optim.fused": "true"})
+    loop = _train(tmp_path / "loop", 5, **{"optim.foreach": "false"})
+    for other in (fused, loop):
+        assert max(abs(a - b) for a, b in zip(ref["model_errors"], other["model_errors"])) < 1e-4
