@@ -117,11 +117,11 @@ def eval_settings(cli_eval, ckpt_eval: dict | None) -> dict:
 
 # ---- models, tasks, baselines ------------------------------------------------------------------------
 def load_checkpoint(path: str, key: str = "ckpt", device: str = "cpu"):
-    from .lit import load_module
-
     p = Path(str(path))
     if not p.is_file():
         raise ConfigError(f"{key}={str(path)!r}: checkpoint file not found")
+    from .lit import load_module
+
     try:
         module = load_module(str(p), map_location=device)
     except Exception as e:  # noqa: BLE001 - any unreadable file is bad user input here
@@ -130,13 +130,14 @@ def load_checkpoint(path: str, key: str = "ckpt", device: str = "cpu"):
     return module.to(device).eval()
 
 
-def resolve_device(name: str) -> str:
+def resolve_device(name: str, key: str = "device") -> str:
+    name = str(name)
     if name == "auto":
         return "cuda" if torch.cuda.is_available() else "cpu"
-    if name not in ("cpu", "cuda") and not str(name).startswith("cuda:"):
-        raise ConfigError(f"device={name!r}: allowed: cpu, cuda, auto")
-    if str(name).startswith("cuda") and not torch.cuda.is_available():
-        raise ConfigError(f"device={name!r}: CUDA is not available here (use device=cpu)")
+    if name not in ("cpu", "cuda") and not name.startswith("cuda:"):
+        raise ConfigError(f"{key}={name!r}: allowed: cpu, cuda, cuda:<i>, auto")
+    if name.startswith("cuda") and not torch.cuda.is_available():
+        raise ConfigError(f"{key}={name!r}: CUDA is not available here (use {key}=cpu)")
     return name
 
 
@@ -163,8 +164,6 @@ def instantiate_task(task_cfg: dict, key: str = "task"):
         _int(f"task.{k}", t.get(k))
     if t.get("sparsity") is not None and not 1 <= int(t["sparsity"]) <= int(t["n_dims"]):
         raise ConfigError(f"task.sparsity={t['sparsity']!r}: must be between 1 and task.n_dims={t['n_dims']}")
-    if t.get("n_pairs") is not None and not 1 <= int(t["n_pairs"]) < int(t["n_points"]):
-        raise ConfigError(f"task.n_pairs={t['n_pairs']!r}: must be between 1 and task.n_points-1={int(t['n_points']) - 1}")
     try:
         return build_task(OmegaConf.create(t))
     except Exception as e:  # noqa: BLE001
@@ -205,13 +204,69 @@ def make_baseline(name: str, task, device: str = "cpu"):
     return get_baseline(name, **baseline_kwargs(name, task))
 
 
-def baseline_predictions(task, names: list[str], es: EvalSet, device: str = "cpu") -> dict[str, torch.Tensor]:
+def _cache_key(name: str, kw: dict, es: EvalSet) -> str:
+    """Content hash of the prompts and the estimator's settings. For plain prompts it is the training
+    callback's key (``evaluation._cache_key``), so evaluation reuses the predictions cached during training."""
+    import hashlib
+
+    from .evaluation import _cache_key as training_key
+    from .tasks import Batch
+
+    if es.xq is None and es.n_points == es.xs.shape[1]:
+        return training_key(name, kw, Batch(es.xs, es.ys))
+    h = hashlib.sha256()
+    for k, v in sorted(es.arrays().items()):
+        h.update(k.encode())
+        h.update(v.detach().cpu().contiguous().numpy().tobytes())
+    h.update(repr((name, sorted(kw.items()), es.n_points, "per-position")).encode())
+    return h.hexdigest()[:24]
+
+
+def baseline_predictions(task, names: list[str], es: EvalSet, device: str = "cpu",
+                         cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+    """Predictions of every baseline in ``names`` (zero first) on the evaluation set, computed on ``device``,
+    returned on the CPU. With ``cache_dir`` they are stored as ``<cache_dir>/<name>-<hash>.pt``, keyed by the
+    prompts' content, in the training callback's layout (conf/eval/default.yaml: eval.cache_dir), so the slow
+    baselines (2-layer NN, trees) are fitted once per prompt set. ``zero`` and ``ckpt:`` baselines are not
+    cached."""
+    from .evaluation import baseline_kwargs
+    from .io import atomic_save_torch
+
     out = {}
+    moved = None
     for name in dict.fromkeys(["zero", *names]):
+        ckpt = name.startswith("ckpt:")
+        kw = {} if ckpt else baseline_kwargs(name, task)
+        path = None
+        if cache_dir is not None and name != "zero" and not ckpt:
+            path = Path(cache_dir) / f"{name}-{_cache_key(name, kw, es)}.pt"
+            if path.is_file():
+                try:
+                    out[name] = torch.load(path, map_location="cpu", weights_only=True).float()
+                    log.info("baseline %s: cached %s", name, path)
+                    continue
+                except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+                    pass
         t0 = time.perf_counter()
-        out[name] = es.predict(make_baseline(name, task, device)).float()
+        if moved is None:
+            moved = es if device == "cpu" else EvalSet(**{**es.__dict__, **{k: v.to(device) for k, v in es.arrays().items()}})
+        out[name] = moved.predict(make_baseline(name, task, device)).float().cpu()
         log.info("baseline %s: %.1fs", name, time.perf_counter() - t0)
+        if path is not None:
+            atomic_save_torch(out[name], path)
     return out
+
+
+def cache_dir_for(cfg, ckpt_cfg: dict | None) -> Path | None:
+    """``baseline_cache``: null/false = off; "auto" = the checkpoint's eval.cache_dir (training's cache,
+    default ``${out_root}/.baseline_cache``; off without a checkpoint); else a path."""
+    v = cfg.baseline_cache
+    if v in (None, False, "null", "none", "false"):
+        return None
+    if v == "auto":
+        d = ((ckpt_cfg or {}).get("eval") or {}).get("cache_dir")
+        return Path(str(d)) if d else None
+    return Path(str(v))
 
 
 def model_fn(model, batch_size: int, device: str):
@@ -234,8 +289,10 @@ def scored(task, es: EvalSet, settings: dict) -> list[int]:
 
     pos = [p for p in score_positions(task, task.n_points, settings.get("positions")) if 0 <= p < es.n_points]
     if not pos:
+        hint = (f" (the task scores only positions >= task.n_pairs={task.n_pairs}; use task.n_pairs < task.n_points)"
+                if getattr(task, "n_pairs", None) is not None else "")
         raise ConfigError(f"eval.positions={settings.get('positions')!r}: no scored position below "
-                          f"{es.n_points} (the evaluated prompt length)")
+                          f"{es.n_points} (the evaluated prompt length){hint}")
     return pos
 
 
@@ -301,16 +358,18 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
     names = eval_baseline_names(task, settings)
     positions = scored(task, es, settings)
 
+    ckpt_path = Path(cfg.ckpt).resolve()
+    run_dir = run_dir_of(ckpt_path)
+    bdev, cache = resolve_device(cfg.baseline_device, "baseline_device"), cache_dir_for(cfg, mcfg)
     t0 = time.perf_counter()
-    base = baseline_predictions(task, names, es)
+    base = baseline_predictions(task, names, es, bdev, cache)
     t_base = time.perf_counter() - t0
     t0 = time.perf_counter()
     preds = es.predict(model_fn(module.model, settings["batch_size"], device))
     t_model = time.perf_counter() - t0
     summary = summarize(preds, base, es.targets, task.baseline, positions)
 
-    ckpt_path = Path(cfg.ckpt).resolve()
-    out = Path(cfg.out) if cfg.out else default_out(run_dir_of(ckpt_path), task.name if is_cross else None, shift)
+    out = Path(cfg.out) if cfg.out else default_out(run_dir, task.name if is_cross else None, shift)
     res = {
         "task": task.name, "task_config": task.describe(), "train_task": own.name,
         "train_task_config": own.describe(), "model": str(mcfg.get("name", "model")), "seed": seed,
@@ -319,9 +378,9 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
         "n_params": module.model.n_params(), **summary,
     }
     if is_cross:  # the same model on its training task, for the cross-task figure
-        own_settings = eval_settings(OmegaConf.create({k: None for k in EVAL_KEYS}), mcfg.get("eval"))
-        own_es = make_eval_set(own, own_settings["n_prompts"], seed + own_settings["seed_offset"])
-        own_base = baseline_predictions(own, [own.baseline], own_es)
+        own_settings = {"positions": (mcfg.get("eval") or {}).get("positions")}
+        own_es = make_eval_set(own, settings["n_prompts"], seed + settings["seed_offset"])
+        own_base = baseline_predictions(own, [own.baseline], own_es, bdev, cache)
         own_preds = own_es.predict(model_fn(module.model, settings["batch_size"], device))
         s = summarize(own_preds, own_base, own_es.targets, own.baseline, scored(own, own_es, own_settings))
         res.update(train_task_icl_score=s["icl_score"], train_task_baseline=own.baseline,
@@ -393,7 +452,9 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
     es = make_eval_set(task, settings["n_prompts"], seed + settings["seed_offset"], shift)
     names = eval_baseline_names(task, settings)
     positions = scored(task, es, settings)
-    base = baseline_predictions(task, names, es)
+    run_dir = run_dir_of(files[0])
+    base = baseline_predictions(task, names, es, resolve_device(cfg.baseline_device, "baseline_device"),
+                                cache_dir_for(cfg, mcfg))
 
     per_step: dict[int, dict] = {}
     paths: dict[int, str] = {}
@@ -424,7 +485,6 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
         "baseline_errors": first["baseline_errors"], "baseline_errors_ci99": first["baseline_errors_ci99"],
         "device": device, "eval_time_s": time.perf_counter() - t_start,
     }
-    run_dir = run_dir_of(files[0])
     out = Path(cfg.out) if cfg.out else default_out(run_dir, task.name if is_cross else None, shift)
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_json(out / "trajectory.json", traj)
@@ -465,7 +525,9 @@ def dump_prompts(cfg, task_ovs: list[str]) -> dict:
                       f"{limit} prompts (name them in eval.baselines=[...] to compute them)", file=sys.stderr)
     es = make_eval_set(task, settings["n_prompts"], seed + settings["seed_offset"], shift)
     t0 = time.perf_counter()
-    preds = baseline_predictions(task, list(dict.fromkeys(names)), es)
+    cache = cache_dir_for(cfg, None)
+    preds = baseline_predictions(task, list(dict.fromkeys(names)), es,
+                                 resolve_device(cfg.baseline_device, "baseline_device"), cache)
     arrays = {**es.arrays(), **{f"pred_{safe_key(k)}": v for k, v in preds.items()}}
     path = Path(str(cfg.dump))
     write_npz(path, arrays)
@@ -483,6 +545,8 @@ def run(cfg, task_ovs: list[str] | None = None) -> dict:
     if (cfg.ckpt is not None or cfg.ckpt_dir is not None) and cfg.task is not None:
         raise ConfigError(f"task={cfg.task!r}: a checkpoint fixes its task; use eval_task=<task> to evaluate it on another")
     parse_shift(cfg.eval.shift)  # fail fast on a bad shift, before loading anything
+    if cfg.ckpt is not None and not Path(str(cfg.ckpt)).is_file():
+        raise ConfigError(f"ckpt={str(cfg.ckpt)!r}: checkpoint file not found")
     if cfg.ckpt is not None:
         return evaluate_checkpoint(cfg, task_ovs)
     if cfg.ckpt_dir is not None:

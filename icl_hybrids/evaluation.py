@@ -32,6 +32,8 @@ def baseline_kwargs(name: str, task: Task) -> dict:
     from .baselines import BASELINES
     from .models.block import accepts
 
+    if name.startswith("ckpt:"):
+        return {"n_dims": task.n_dims}
     offer = {"n_dims": task.n_dims, "k": getattr(task, "sparsity", None), "sparsity": getattr(task, "sparsity", None)}
     return {k: v for k, v in offer.items() if v is not None and accepts(BASELINES[name].__init__, k)}
 
@@ -58,7 +60,7 @@ def baseline_predictions(task: Task, names, batch: Batch, cache_dir=None) -> dic
     preds = {}
     for name in dict.fromkeys(["zero", *names]):  # ordered, unique
         kw = baseline_kwargs(name, task)
-        path = Path(cache_dir) / f"{name}-{_cache_key(name, kw, batch)}.pt" if cache_dir and name != "zero" else None
+        path = Path(cache_dir) / f"{name}-{_cache_key(name, kw, batch)}.pt" if cache_dir and name != "zero" and not name.startswith("ckpt:") else None
         if path is not None and path.exists():
             preds[name] = torch.load(path, map_location=batch.ys.device)
             continue

@@ -1,6 +1,7 @@
 """End-to-end training in-process: one smoke run per task, results.json contents, resume equality,
 finished-run skip, run-directory protection."""
 import json
+import math
 
 import pytest
 import torch
@@ -31,7 +32,7 @@ def test_smoke_run_per_task(task, tmp_path):
     assert len(on_disk["model_errors"]) == n and on_disk["context_lengths"] == list(range(n))
     assert "zero" in on_disk["baseline_errors"] and on_disk["baseline"] in on_disk["baseline_errors"]
     assert all(len(v) == n for v in on_disk["baseline_errors"].values())
-    assert isinstance(on_disk["icl_score"], float)
+    assert isinstance(on_disk["icl_score"], float) and math.isfinite(on_disk["icl_score"])
     assert (run_dir / "config.yaml").exists() and (run_dir / "checkpoints" / "last.ckpt").exists()
     assert (run_dir / "checkpoints" / "step15.ckpt").exists()
     assert list(run_dir.glob("logs/version_*/metrics.csv"))
@@ -85,3 +86,14 @@ def test_fast_path_switches_keep_the_numbers(tmp_path):
     loop = _train(tmp_path / "loop", 5, **{"optim.foreach": "false"})
     for other in (fused, loop):
         assert max(abs(a - b) for a, b in zip(ref["model_errors"], other["model_errors"])) < 1e-4
+
+
+def test_trained_checkpoint_as_baseline(tmp_path):
+    """The paper scores decision trees against a trained GPT-2: task.baseline=ckpt:<path>. With the same
+    seed the evaluation prompts are the same, so the baseline's errors are that run's model errors."""
+    a = run(smoke(tmp_path / "a", "task=decision_tree", "model=gpt2", "trainer.max_steps=10"))
+    ck = tmp_path / "a" / "decision_tree" / "gpt2" / "seed0" / "checkpoints" / "last.ckpt"
+    b = run(smoke(tmp_path / "b", "task=decision_tree", "model=mamba", "trainer.max_steps=5",
+                  f"task.baseline=ckpt:{ck}"))
+    assert b["baseline"] == f"ckpt:{ck}"
+    assert max(abs(x - y) for x, y in zip(b["baseline_errors"][f"ckpt:{ck}"], a["model_errors"])) < 1e-6

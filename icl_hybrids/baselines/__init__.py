@@ -30,7 +30,12 @@ BASELINES: dict[str, type] = {
 
 
 def get_baseline(name: str, **kwargs) -> Baseline:
-    """Instantiate the baseline registered as ``name`` with ``kwargs``."""
+    """Instantiate the baseline registered as ``name`` with ``kwargs``; ``ckpt:<path>`` runs a trained
+    checkpoint as a baseline (the paper's GPT-2 for decision trees, Mamba for sparse parity)."""
+    if name.startswith("ckpt:"):
+        from .checkpoint import CheckpointBaseline
+
+        return CheckpointBaseline(name, **kwargs)
     try:
         cls = BASELINES[name]
     except KeyError:

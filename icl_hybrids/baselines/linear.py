@@ -41,39 +41,107 @@ def prefix_gram(x: torch.Tensor, y: torch.Tensor):
 class LeastSquaresBaseline(Baseline):
     """Minimum-norm least squares on every prefix (``numpy.linalg.lstsq`` / gelsd semantics).
 
-    ``w_{b,i} = pinv(X_{b,<i}) y_{b,<i}``, computed in float64 on zero-padded prefix
-    matrices ``[B*(N-1), N, d]`` (zero rows do not change the min-norm solution) with one
-    batched SVD-based solve: ``torch.linalg.lstsq(driver="gelsd")`` on CPU,
-    ``torch.linalg.pinv`` elsewhere (both with the relative cutoff ``max(N, d) * eps``,
-    numpy's default ``rcond``). Works on GPU too (Garg's code required CPU for lstsq).
+    ``w_{b,i} = pinv(X_{b,<i}) y_{b,<i}``, all in float64, by two Cholesky-based fast paths
+    with an exact SVD fallback:
+
+    * ``i <= d`` (under-determined; ``X_{<i}`` has full row rank almost surely): the
+      min-norm prediction is ``k_i^T K_i^{-1} y_{<i}`` with ``K = X X^T`` and
+      ``k_i = X_{<i} x_i``. Prefix Gram matrices are leading principal submatrices of ``K``, so
+      one Cholesky ``K[:m+1, :m+1] = L L^T`` per prompt (``m = min(d, N-1)``; the last diagonal
+      entry is shifted, which changes only ``L[m, m]``) gives every prefix: row ``i`` of ``L``
+      is ``L_i^{-1} k_i`` and ``z = L^{-1} y`` is prefix-consistent, so
+      ``pred_i = sum_{j<i} L[i, j] z_j``.
+    * ``i > d`` (over-determined): batched Cholesky solve of the ``d x d`` prefix normal
+      equations ``(sum_{j<i} x_j x_j^T) w = sum_{j<i} y_j x_j``.
+    * Prefix problems where a factorisation failed (``cholesky_ex`` info) or is poorly
+      conditioned (``min diag(L)^2 / max diag(L)^2 < cond_tol``; rank-deficient or
+      near-singular prefixes) are re-solved exactly on zero-padded prefix matrices (zero rows
+      do not change the min-norm solution) with ``torch.linalg.lstsq(driver="gelsd")`` on CPU
+      and ``torch.linalg.pinv`` elsewhere (cutoff ``max(N, d) * eps``, numpy's ``rcond``).
+
+    ``last_stats`` records how many prefix problems needed the fallback. Device-agnostic.
     """
 
     name = "least_squares"
 
-    def __init__(self, n_dims: int | None = None, max_chunk_elems: int = 1 << 23):
+    def __init__(self, n_dims: int | None = None, max_chunk_elems: int = 1 << 23,
+                 cond_tol: float = 1e-4):
         self.max_chunk_elems = int(max_chunk_elems)
+        self.cond_tol = float(cond_tol)
+        self.last_stats: dict = {}
+
+    @staticmethod
+    def _exact(x: torch.Tensor, y: torch.Tensor, i: torch.Tensor) -> torch.Tensor:
+        """Exact min-norm predictions for problems ``(x [P,N,d], y [P,N], prefix length i [P])``."""
+        P, N, d = x.shape
+        keep = (torch.arange(N, device=x.device)[None] < i[:, None]).to(x.dtype)  # [P, N]
+        Xp, Yp = x * keep.unsqueeze(-1), (y * keep).unsqueeze(-1)
+        if Xp.device.type == "cpu":  # LAPACK gelsd: numpy's driver
+            w = torch.linalg.lstsq(Xp, Yp, driver="gelsd").solution
+        else:  # lstsq on GPU only has "gels" (full rank); pinv is the min-norm solution
+            w = torch.linalg.pinv(Xp) @ Yp
+        xq = x[torch.arange(P, device=x.device), i]  # [P, d]
+        return (xq * w.squeeze(-1)).sum(-1)
+
+    def _chunk(self, x: torch.Tensor, y: torch.Tensor):
+        """Predictions ``[b, N]`` and the mask of prefix problems that need the exact path."""
+        b, N, d = x.shape
+        dev, dt = x.device, x.dtype
+        pred = torch.zeros(b, N, dtype=dt, device=dev)
+        bad = torch.zeros(b, N, dtype=torch.bool, device=dev)
+        tol = self.cond_tol
+        # ---- under-determined / square prefixes i = 1..m
+        m = min(d, N - 1)
+        if m >= 1:
+            xa = x[:, : m + 1]
+            K = xa @ xa.transpose(-1, -2)  # [b, m+1, m+1]
+            K[:, m, m] += K[:, m, m].abs() + 1.0  # only changes L[m, m] (unused)
+            L, info = torch.linalg.cholesky_ex(K)
+            z = torch.linalg.solve_triangular(L[:, :m, :m], y[:, :m].unsqueeze(-1), upper=False)
+            pr = (L[:, 1:, :m].tril() @ z).squeeze(-1)  # [b, m]: pr[i-1] = sum_{j<i} L[i,j] z_j
+            dg = torch.diagonal(L, dim1=-2, dim2=-1)[:, :m]  # [b, m]
+            dg2 = dg * dg
+            ok = torch.isfinite(dg2) & (dg2 > 0)
+            ok &= dg2 >= tol * torch.cummax(torch.where(ok, dg2, 0.0), -1).values
+            ok &= (info == 0).unsqueeze(-1)
+            ok = torch.cummin(ok.to(torch.uint8), -1).values.bool()  # prefix i uses diag[:i]
+            ok &= torch.isfinite(pr)
+            pred[:, 1 : m + 1] = torch.where(ok, pr, 0.0)
+            bad[:, 1 : m + 1] = ~ok
+        # ---- over-determined prefixes i = d+1..N-1
+        if N - 1 > d:
+            xo = x[:, : N - 1]
+            outer = xo.unsqueeze(-1) * xo.unsqueeze(-2)  # [b, N-1, d, d]
+            G = torch.cumsum(outer, 1)[:, d:]  # G[:, k] = sum_{j <= d+k} -> prefix i = d+1+k
+            c = torch.cumsum(xo * y[:, : N - 1].unsqueeze(-1), 1)[:, d:]
+            L, info = torch.linalg.cholesky_ex(G)
+            w = torch.cholesky_solve(c.unsqueeze(-1), L).squeeze(-1)
+            pr = (x[:, d + 1 :] * w).sum(-1)
+            dg2 = torch.diagonal(L, dim1=-2, dim2=-1).square()
+            ok = (info == 0) & torch.isfinite(dg2).all(-1)
+            ok &= dg2.amin(-1) >= tol * dg2.amax(-1)
+            ok &= torch.isfinite(pr)
+            pred[:, d + 1 :] = torch.where(ok, pr, 0.0)
+            bad[:, d + 1 :] = ~ok
+        return pred, bad
 
     def __call__(self, xs, ys):
         check_inputs(xs, ys)
         B, N, d = xs.shape
+        self.last_stats = {"n_problems": B * max(N - 1, 0), "n_fallback": 0}
         out = torch.zeros(B, N, dtype=torch.float64, device=xs.device)
         if N <= 1 or B == 0:
             return out.to(ys.dtype)
-        M = strict_lower_mask(N, device=xs.device, dtype=torch.float64)  # [N(i), N(j)]
-        for sl in prompt_chunks(B, N * N * d, self.max_chunk_elems):
+        for sl in prompt_chunks(B, N * d * d, self.max_chunk_elems):
             x = xs[sl].double()
             y = ys[sl].double()
-            b = x.shape[0]
-            Xp = x.unsqueeze(1) * M[None, :, :, None]  # [b, N(i), N(j), d]
-            Yp = y.unsqueeze(1) * M[None]  # [b, N(i), N(j)]
-            Xp = Xp[:, 1:].reshape(b * (N - 1), N, d)
-            Yp = Yp[:, 1:].reshape(b * (N - 1), N, 1)
-            if Xp.device.type == "cpu":  # LAPACK gelsd: numpy's driver, ~1.5x faster than pinv
-                w = torch.linalg.lstsq(Xp, Yp, driver="gelsd").solution  # [b*(N-1), d, 1]
-            else:  # lstsq on GPU only has "gels" (full rank); pinv is the min-norm solution
-                w = torch.linalg.pinv(Xp) @ Yp
-            w = w.reshape(b, N - 1, d)
-            out[sl, 1:] = (x[:, 1:] * w).sum(-1)
+            pred, bad = self._chunk(x, y)
+            if bool(bad.any()):
+                pb, pi = bad.nonzero(as_tuple=True)
+                self.last_stats["n_fallback"] += int(pb.numel())
+                for s in prompt_chunks(pb.numel(), N * d, self.max_chunk_elems):
+                    pred[pb[s], pi[s]] = self._exact(x[pb[s]], y[pb[s]], pi[s])
+            out[sl] = pred
         return out.to(ys.dtype)
 
 

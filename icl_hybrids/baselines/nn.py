@@ -2,7 +2,7 @@
 
 All ``B*(N-1)`` networks (one per prompt and prefix length ``i >= 1``) are trained at once
 with hand-written batched forward/backward passes (gradients written into preallocated
-buffers) and ``torch.optim.Adam`` (fused where available) over the stacked parameters;
+buffers) and Adam over the stacked parameters (``torch._fused_adam_``, else ``torch._foreach`` ops);
 Adam is elementwise, so this is exactly independent Adam per network. Position 0 predicts 0.
 """
 
@@ -17,12 +17,52 @@ from .base import Baseline, check_inputs
 __all__ = ["TwoLayerNNBaseline"]
 
 
-def _make_adam(params, lr, betas, eps):
-    """``torch.optim.Adam``, fused (one pass over memory) where the device supports it."""
-    try:
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps, fused=True)
-    except (RuntimeError, ValueError, TypeError):
-        return torch.optim.Adam(params, lr=lr, betas=betas, eps=eps)
+class _BatchedAdam:
+    """Adam over a few stacked parameter tensors, as ``torch.optim.Adam`` computes it.
+
+    Calls ``torch._fused_adam_`` (one pass over memory, no optimizer bookkeeping per step)
+    where the device has the kernel, else the same update with ``torch._foreach`` ops
+    (``torch.optim.Adam``'s foreach algorithm).
+    """
+
+    def __init__(self, params, grads, lr, betas, eps):
+        self.params, self.grads = list(params), list(grads)
+        self.lr, self.beta1, self.beta2, self.eps = float(lr), float(betas[0]), float(betas[1]), float(eps)
+        self.m = [torch.zeros_like(p) for p in self.params]
+        self.v = [torch.zeros_like(p) for p in self.params]
+        dev = self.params[0].device
+        self.steps = [torch.zeros((), dtype=torch.float32, device=dev) for _ in self.params]
+        self.t = 0
+        self.fused = hasattr(torch, "_fused_adam_")
+        if self.fused:
+            try:  # probe the kernel on this device/dtype (no-op update with lr=0 on zero grads)
+                z = [torch.zeros(1, dtype=p.dtype, device=dev) for p in self.params[:1]]
+                torch._fused_adam_(z, [torch.zeros_like(z[0])], [torch.zeros_like(z[0])],
+                                   [torch.zeros_like(z[0])], [], [torch.ones((), device=dev)],
+                                   lr=0.0, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0,
+                                   eps=self.eps, amsgrad=False, maximize=False)
+            except (RuntimeError, NotImplementedError, TypeError):
+                self.fused = False
+
+    def step(self):
+        self.t += 1
+        if self.fused:
+            torch._foreach_add_(self.steps, 1)
+            torch._fused_adam_(self.params, self.grads, self.m, self.v, [], self.steps,
+                               lr=self.lr, beta1=self.beta1, beta2=self.beta2, weight_decay=0.0,
+                               eps=self.eps, amsgrad=False, maximize=False)
+            return
+        # torch.optim.Adam's foreach update (capturable=False)
+        t = self.t
+        torch._foreach_lerp_(self.m, self.grads, 1 - self.beta1)
+        torch._foreach_mul_(self.v, self.beta2)
+        torch._foreach_addcmul_(self.v, self.grads, self.grads, 1 - self.beta2)
+        bc1 = 1 - self.beta1 ** t
+        bc2_sqrt = math.sqrt(1 - self.beta2 ** t)
+        denom = torch._foreach_sqrt(self.v)
+        torch._foreach_div_(denom, bc2_sqrt)
+        torch._foreach_add_(denom, self.eps)
+        torch._foreach_addcdiv_(self.params, self.m, denom, -self.lr / bc1)
 
 
 class TwoLayerNNBaseline(Baseline):
@@ -97,9 +137,7 @@ class TwoLayerNNBaseline(Baseline):
         W1, b1, W2, b2 = params["W1"], params["b1"], params["W2"], params["b2"]
         ps = [W1, b1, W2, b2]
         gW1, gb1, gW2, gb2 = grads = [torch.zeros_like(p) for p in ps]
-        for p, g in zip(ps, grads):
-            p.grad = g  # written in place below (preallocated: no per-step allocation)
-        opt = _make_adam(ps, self.lr, self.betas, self.eps)
+        opt = _BatchedAdam(ps, grads, self.lr, self.betas, self.eps)  # grads written in place below
         rows = torch.arange(P, device=X.device).unsqueeze(-1)
         bs_eff = lengths.clamp_max(self.batch_size).to(X.dtype)  # [P]
         with torch.no_grad():
@@ -121,8 +159,6 @@ class TwoLayerNNBaseline(Baseline):
                 torch.bmm(xb.transpose(1, 2), dh, out=gW1)
                 torch.sum(dh, 1, out=gb1)
                 opt.step()
-        for p in ps:
-            p.grad = None
         hpre = torch.baddbmm(b1.unsqueeze(1), x_test.unsqueeze(1), W1).squeeze(1)
         return (hpre.clamp_min(0) * W2).sum(-1) + b2
 
