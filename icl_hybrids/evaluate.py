@@ -14,10 +14,8 @@ from __future__ import annotations
 
 import io
 import logging
-import os
 import re
 import sys
-import tempfile
 import time
 from pathlib import Path
 from typing import Any
@@ -315,19 +313,11 @@ def write_npz(path: Path, arrays: dict[str, Any]) -> None:
     """Atomic .npz: written to a temporary file beside ``path``, then renamed."""
     import numpy as np
 
-    path.parent.mkdir(parents=True, exist_ok=True)
+    from .io import atomic_write_bytes
+
     buf = io.BytesIO()
     np.savez(buf, **{k: (v.detach().cpu().numpy() if torch.is_tensor(v) else np.asarray(v)) for k, v in arrays.items()})
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(buf.getvalue())
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write_bytes(path, buf.getvalue())
 
 
 def _say(msg: str) -> None:
@@ -335,16 +325,9 @@ def _say(msg: str) -> None:
 
 
 # ---- modes -----------------------------------------------------------------------------------------
-def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
-    """ckpt=<file> [eval_task=<task>] [eval.shift=...] [dump=<file.npz>]."""
-    from .evaluation import summarize
-    from .plots import cross_task as cross_task_plot
-    from .plots import error_curves
-
-    t_start = time.perf_counter()
-    device = resolve_device(cfg.device)
-    shift = parse_shift(cfg.eval.shift)
-    module = load_checkpoint(cfg.ckpt, device=device)
+def _eval_context(cfg, module, task_ovs: list[str], shift):
+    """What every checkpoint mode derives from the (reference) checkpoint: its config, its own task, the
+    task evaluated (own or eval_task), settings, seed, the evaluation set, baseline names and positions."""
     mcfg = OmegaConf.to_container(module.cfg, resolve=True)
     own = module.task
     is_cross = cfg.eval_task is not None and cfg.eval_task != own.name
@@ -356,7 +339,20 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
     seed = int(cfg.seed if cfg.seed is not None else mcfg.get("seed", 0))
     es = make_eval_set(task, settings["n_prompts"], seed + settings["seed_offset"], shift)
     names = eval_baseline_names(task, settings)
-    positions = scored(task, es, settings)
+    return mcfg, own, is_cross, task, settings, seed, es, names, scored(task, es, settings)
+
+
+def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
+    """ckpt=<file> [eval_task=<task>] [eval.shift=...] [dump=<file.npz>]."""
+    from .evaluation import summarize
+    from .plots import cross_task as cross_task_plot
+    from .plots import error_curves
+
+    t_start = time.perf_counter()
+    device = resolve_device(cfg.device)
+    shift = parse_shift(cfg.eval.shift)
+    module = load_checkpoint(cfg.ckpt, device=device)
+    mcfg, own, is_cross, task, settings, seed, es, names, positions = _eval_context(cfg, module, task_ovs, shift)
 
     ckpt_path = Path(cfg.ckpt).resolve()
     run_dir = run_dir_of(ckpt_path)
@@ -440,18 +436,7 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
     last = [f for f in others if f.name == "last.ckpt"]
     ref_file = (last or steps_files or others)[-1]
     ref = load_checkpoint(str(ref_file), key="ckpt_dir", device=device)
-    mcfg = OmegaConf.to_container(ref.cfg, resolve=True)
-    own = ref.task
-    is_cross = cfg.eval_task is not None and cfg.eval_task != own.name
-    if task_ovs and not is_cross:
-        raise ConfigError(f"{task_ovs[0]}: task.<key> overrides only apply with eval_task=<task> or without a checkpoint")
-    task = cross_task(ref, cfg.eval_task, task_ovs) if is_cross else own
-    check_applicable(shift, task)
-    settings = eval_settings(cfg.eval, mcfg.get("eval"))
-    seed = int(cfg.seed if cfg.seed is not None else mcfg.get("seed", 0))
-    es = make_eval_set(task, settings["n_prompts"], seed + settings["seed_offset"], shift)
-    names = eval_baseline_names(task, settings)
-    positions = scored(task, es, settings)
+    mcfg, own, is_cross, task, settings, seed, es, names, positions = _eval_context(cfg, ref, task_ovs, shift)
     run_dir = run_dir_of(files[0])
     base = baseline_predictions(task, names, es, resolve_device(cfg.baseline_device, "baseline_device"),
                                 cache_dir_for(cfg, mcfg))

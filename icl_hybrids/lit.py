@@ -5,7 +5,7 @@ from __future__ import annotations
 import lightning as L
 import torch
 from hydra.utils import instantiate
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import OmegaConf
 
 from .curriculum import Curriculum
 from .models.model import build_model

@@ -9,7 +9,7 @@ from __future__ import annotations
 
 import torch
 
-from .base import Baseline, check_inputs, prompt_chunks, strict_lower_mask
+from .base import Baseline, check_inputs, prompt_chunks
 
 __all__ = [
     "LeastSquaresBaseline",

@@ -401,7 +401,6 @@ class MambaMixer(nn.Module):
         return self.out_proj(y.to(x.dtype))
 
     def _forward_cuda(self, x: Tensor, selective_scan_fn, causal_conv1d_fn) -> Tensor:
-        T = x.shape[1]
         xz = self.in_proj(x).transpose(1, 2)  # [B, 2Di, T]
         xi, z = xz.chunk(2, dim=1)
         xi = causal_conv1d_fn(x=xi.contiguous(), weight=self.conv1d.weight.squeeze(1),
