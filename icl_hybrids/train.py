@@ -16,7 +16,7 @@ log = logging.getLogger("icl_hybrids")
 # Keys that may change when a run is resumed (they do not change what is being trained).
 RESUMABLE_KEYS = {"trainer.max_steps", "trainer.progress_bar", "trainer.num_threads", "trainer.accelerator",
                   "trainer.ckpt_every_n_steps", "trainer.last_ckpt_every_n_steps", "trainer.log_every_n_steps",
-                  "logger", "eval", "resume", "resume_from", "out_root", "run_dir", "sweep_name", "trainer.compile",
+                  "logger", "eval", "resume", "resume_from", "out_root", "run_dir", "sweep_name", "trainer.compile", "seeds",
                   "optim.fused", "optim.foreach"}
 
 

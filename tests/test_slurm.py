@@ -75,6 +75,7 @@ def test_usr2_saves_last_ckpt_then_hands_over(tmp_path, monkeypatch):
         signal.signal(signal.SIGUSR2, prev)
 
 
+@pytest.mark.filterwarnings("ignore:The `srun` command is available")
 def test_lightning_auto_requeue_is_off_under_slurm(monkeypatch):
     from lightning.fabric.plugins.environments import SLURMEnvironment
 

@@ -61,7 +61,7 @@ def test_cpu_sweep_plan_scales_each_task():
         cfg = compose_config(["experiment=cpu_sweep", f"task={t}", "hydra.mode=RUN"])
         sizes[t] = (cfg.task.n_dims, cfg.task.n_points, cfg.curriculum.enabled)
     assert sizes["linear"] == (5, 16, True) and sizes["sparse_parity"] == (6, 24, False)
-    assert sizes["mqar"][1] > 64  # beyond the 64 key/value pairs: there are queries to score
+    assert sizes["mqar"] == (5, 32, False)  # n_pairs null: 16 key/value pairs, then 16 scored queries
 
 
 def test_plan_cli_one_line_per_job():
