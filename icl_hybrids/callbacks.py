@@ -47,7 +47,7 @@ def progress_bar():
         def get_metrics(self, trainer, pl_module):
             m = super().get_metrics(trainer, pl_module)
             m.pop("v_num", None)
-            return {k: (int(v) if k in ("dims", "points") else v) for k, v in m.items()}
+            return {k: (str(int(v)) if k in ("dims", "points") else v) for k, v in m.items()}  # no ".3f" on ints
 
     return StepProgressBar()
 
