@@ -192,14 +192,13 @@ def make_baseline(name: str, task, device: str = "cpu"):
     from .baselines import get_baseline
     from .evaluation import baseline_kwargs
 
+    kw = baseline_kwargs(name, task)
     if name.startswith("ckpt:"):
-        from .baselines.checkpoint import CheckpointBaseline
-
-        try:
-            return CheckpointBaseline(name[5:], n_dims=task.n_dims, device=device)
-        except (FileNotFoundError, ValueError) as e:
-            raise ConfigError(f"baseline {name!r}: {e}") from None
-    return get_baseline(name, **baseline_kwargs(name, task))
+        kw["device"] = device
+    try:
+        return get_baseline(name, **kw)
+    except (FileNotFoundError, ValueError) as e:
+        raise ConfigError(f"baseline {name!r}: {e}") from None
 
 
 def _cache_key(name: str, kw: dict, es: EvalSet) -> str:
@@ -227,32 +226,20 @@ def baseline_predictions(task, names: list[str], es: EvalSet, device: str = "cpu
     prompts' content, in the training callback's layout (conf/eval/default.yaml: eval.cache_dir), so the slow
     baselines (2-layer NN, trees) are fitted once per prompt set. ``zero`` and ``ckpt:`` baselines are not
     cached."""
-    from .evaluation import baseline_kwargs
-    from .io import atomic_save_torch
+    from .evaluation import baseline_kwargs, cached_predictions
 
-    out = {}
-    moved = None
-    for name in dict.fromkeys(["zero", *names]):
-        ckpt = name.startswith("ckpt:")
-        kw = {} if ckpt else baseline_kwargs(name, task)
-        path = None
-        if cache_dir is not None and name != "zero" and not ckpt:
-            path = Path(cache_dir) / f"{name}-{_cache_key(name, kw, es)}.pt"
-            if path.is_file():
-                try:
-                    out[name] = torch.load(path, map_location="cpu", weights_only=True).float()
-                    log.info("baseline %s: cached %s", name, path)
-                    continue
-                except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
-                    pass
+    moved = []  # the evaluation set on ``device``, moved once, on first use
+
+    def compute(name: str) -> torch.Tensor:
+        if not moved:
+            moved.append(es if device == "cpu" else
+                         EvalSet(**{**es.__dict__, **{k: v.to(device) for k, v in es.arrays().items()}}))
         t0 = time.perf_counter()
-        if moved is None:
-            moved = es if device == "cpu" else EvalSet(**{**es.__dict__, **{k: v.to(device) for k, v in es.arrays().items()}})
-        out[name] = moved.predict(make_baseline(name, task, device)).float().cpu()
+        pred = moved[0].predict(make_baseline(name, task, device)).float().cpu()
         log.info("baseline %s: %.1fs", name, time.perf_counter() - t0)
-        if path is not None:
-            atomic_save_torch(out[name], path)
-    return out
+        return pred
+
+    return cached_predictions(names, compute, lambda n: _cache_key(n, baseline_kwargs(n, task), es), cache_dir)
 
 
 def cache_dir_for(cfg, ckpt_cfg: dict | None) -> Path | None:

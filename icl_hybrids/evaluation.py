@@ -2,12 +2,16 @@
 predictions, per-position errors with 99% CIs, and the ICL regression score (paper Sec. 3.3)."""
 from __future__ import annotations
 
+import logging
+
 import torch
 from torch import Tensor
 
 from .baselines import get_baseline
 from .metrics import ContextErrors, ICLRegressionScore, icl_score_ci, squared_errors
 from .tasks import Batch, Task
+
+log = logging.getLogger("icl_hybrids.evaluation")
 
 
 def eval_prompts(task: Task, n_prompts: int, seed: int, device="cpu") -> Batch:
@@ -29,13 +33,11 @@ def model_predictions(model, batch: Batch, batch_size: int = 256) -> Tensor:
 
 def baseline_kwargs(name: str, task: Task) -> dict:
     """Task parameters a baseline's constructor asks for (e.g. the parity subset size ``k``)."""
-    from .baselines import BASELINES
+    from .baselines import baseline_class
     from .models.block import accepts
 
-    if name.startswith("ckpt:"):
-        return {"n_dims": task.n_dims}
-    offer = {"n_dims": task.n_dims, "k": getattr(task, "sparsity", None), "sparsity": getattr(task, "sparsity", None)}
-    return {k: v for k, v in offer.items() if v is not None and accepts(BASELINES[name].__init__, k)}
+    offer = {"n_dims": task.n_dims, "k": getattr(task, "sparsity", None)}
+    return {k: v for k, v in offer.items() if v is not None and accepts(baseline_class(name).__init__, k)}
 
 
 def _cache_key(name: str, kw: dict, batch: Batch) -> str:
@@ -49,25 +51,38 @@ def _cache_key(name: str, kw: dict, batch: Batch) -> str:
     return h.hexdigest()[:24]
 
 
-def baseline_predictions(task: Task, names, batch: Batch, cache_dir=None) -> dict[str, Tensor]:
-    """Predictions of every named baseline (zero always first). With ``cache_dir``, predictions are stored
-    by content hash of (prompts, estimator, settings), so the runs of a sweep that share evaluation prompts
-    (same task, seed, n_prompts) fit the expensive estimators (2-layer NN, trees) once."""
+def cached_predictions(names, compute, key, cache_dir=None) -> dict[str, Tensor]:
+    """``{name: compute(name)}`` for ``zero`` and every name (ordered, unique). With ``cache_dir`` a result is
+    stored as ``<cache_dir>/<name>-<key(name)>.pt`` (atomic) and read back next time, so the runs of a sweep
+    and the evaluate CLI that share prompts fit the expensive estimators (2-layer NN, trees) once. ``zero``
+    and ``ckpt:`` baselines are not cached; a damaged entry is recomputed."""
     from pathlib import Path
 
     from .io import atomic_save_torch
 
-    preds = {}
-    for name in dict.fromkeys(["zero", *names]):  # ordered, unique
-        kw = baseline_kwargs(name, task)
-        path = Path(cache_dir) / f"{name}-{_cache_key(name, kw, batch)}.pt" if cache_dir and name != "zero" and not name.startswith("ckpt:") else None
-        if path is not None and path.exists():
-            preds[name] = torch.load(path, map_location=batch.ys.device)
-            continue
-        preds[name] = get_baseline(name, **kw)(batch.xs, batch.ys).float()
+    out = {}
+    for name in dict.fromkeys(["zero", *names]):
+        cacheable = cache_dir is not None and name != "zero" and not name.startswith("ckpt:")
+        path = Path(cache_dir) / f"{name}-{key(name)}.pt" if cacheable else None
+        if path is not None and path.is_file():
+            try:
+                out[name] = torch.load(path, map_location="cpu", weights_only=True).float()
+                log.info("baseline %s: cached %s", name, path)
+                continue
+            except Exception:  # noqa: BLE001 - a damaged cache entry is recomputed
+                pass
+        out[name] = compute(name)
         if path is not None:
-            atomic_save_torch(preds[name].cpu(), path)
-    return preds
+            atomic_save_torch(out[name].cpu(), path)
+    return out
+
+
+def baseline_predictions(task: Task, names, batch: Batch, cache_dir=None) -> dict[str, Tensor]:
+    """Predictions of every named baseline (zero always first) on ``batch``, cached by content hash of
+    (prompts, estimator, settings) under ``cache_dir`` (see ``cached_predictions``)."""
+    return cached_predictions(
+        names, lambda n: get_baseline(n, **baseline_kwargs(n, task))(batch.xs, batch.ys).float(),
+        lambda n: _cache_key(n, baseline_kwargs(n, task), batch), cache_dir)
 
 
 def score_positions(task: Task, n_points: int, positions=None) -> list[int]:

@@ -29,23 +29,29 @@ BASELINES: dict[str, type] = {
 }
 
 
-def get_baseline(name: str, **kwargs) -> Baseline:
-    """Instantiate the baseline registered as ``name`` with ``kwargs``; ``ckpt:<path>`` runs a trained
-    checkpoint as a baseline (the paper's GPT-2 for decision trees, Mamba for sparse parity)."""
+def baseline_class(name: str) -> type:
+    """The class behind ``name``; ``ckpt:<path>`` is a trained checkpoint used as a baseline (the paper's
+    GPT-2 for decision trees, Mamba for sparse parity)."""
     if name.startswith("ckpt:"):
         from .checkpoint import CheckpointBaseline
 
-        return CheckpointBaseline(name, **kwargs)
+        return CheckpointBaseline
     try:
-        cls = BASELINES[name]
+        return BASELINES[name]
     except KeyError:
         raise ValueError(f"unknown baseline '{name}'; allowed: {', '.join(sorted(BASELINES))}") from None
-    return cls(**kwargs)
+
+
+def get_baseline(name: str, **kwargs) -> Baseline:
+    """Instantiate the baseline ``name`` with ``kwargs`` (a checkpoint baseline also gets its name/path)."""
+    cls = baseline_class(name)
+    return cls(name, **kwargs) if name.startswith("ckpt:") else cls(**kwargs)
 
 
 __all__ = [
     "BASELINES",
     "Baseline",
+    "baseline_class",
     "get_baseline",
     "ZeroBaseline",
     "AveragingBaseline",
