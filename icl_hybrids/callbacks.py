@@ -10,6 +10,7 @@ import torch
 
 from .evaluation import baseline_predictions, eval_prompts, model_predictions, score_positions, summarize
 from .io import atomic_write_json
+from .tasks import Batch
 
 
 class AtomicCheckpoint(L.Callback):
@@ -60,7 +61,6 @@ class ICLEvalCallback(L.Callback):
         self.run_dir, self.cfg, self.every, self.extra = Path(run_dir), cfg, int(every), extra
         self._cache = None
         self.wall_s = 0.0  # training wall time, accumulated across resumes (saved in checkpoints)
-        self.steps_done = 0
         self._t0 = None
         self._step0 = 0
         self.history: list[dict] = []
@@ -94,8 +94,6 @@ class ICLEvalCallback(L.Callback):
     def evaluate(self, trainer, pl_module, final: bool = False) -> dict:
         batch, base, positions = self._prepare(pl_module)
         dev = pl_module.device
-        from .tasks import Batch
-
         preds = model_predictions(pl_module.model, Batch(batch.xs.to(dev), batch.ys.to(dev)),
                                   self.cfg.eval.batch_size).cpu()
         summary = summarize(preds, base, batch.ys, pl_module.task.baseline, positions)

@@ -40,13 +40,6 @@ def config_diff(old: dict, new: dict) -> list[str]:
     return out
 
 
-def model_name(cfg) -> str:
-    try:
-        return str(cfg.name)
-    except Exception:  # composed without Hydra's runtime (tests): fall back to the config
-        return "model"
-
-
 def run(cfg: DictConfig) -> dict:
     """Train (or resume) one run; returns its results dict. Raises ConfigError for bad input."""
     validate(cfg)
@@ -80,7 +73,7 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     from lightning.pytorch.loggers import CSVLogger
 
     from . import slurm
-    from .callbacks import AtomicCheckpoint, ICLEvalCallback
+    from .callbacks import AtomicCheckpoint, ICLEvalCallback, progress_bar
     from .lit import ICLModule
 
     warnings.filterwarnings("ignore", ".*does not have many workers.*")
@@ -98,14 +91,12 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     if wb:
         loggers.append(_wandb_logger(wb, run_dir, resolved))
     extra = {"task": module.task.name,
-             "model": model_name(cfg), "seed": int(cfg.seed), "run_dir": str(run_dir),
+             "model": resolved["name"], "seed": int(cfg.seed), "run_dir": str(run_dir),
              "task_config": module.task.describe()}
     evalcb = ICLEvalCallback(run_dir, cfg, cfg.eval.every_n_steps, extra)
     callbacks = [AtomicCheckpoint(run_dir / "checkpoints", tr.ckpt_every_n_steps, tr.last_ckpt_every_n_steps), evalcb]
     callbacks += slurm.requeue_callbacks(callbacks[0])  # SLURM USR2: save last.ckpt, then submitit requeues
     if tr.progress_bar:
-        from .callbacks import progress_bar
-
         callbacks.append(progress_bar())
     trainer = L.Trainer(
         max_steps=int(tr.max_steps), accelerator=tr.accelerator, devices=tr.devices, precision=tr.precision,

@@ -19,6 +19,16 @@ def ours(name, **over):
     return build_model(cfg.model, n_dims=D, y_dim=1, max_points=N).double().eval()
 
 
+def max_diff(m, hf, seed: int, dtype=torch.float64) -> float:
+    """Largest output difference of our model and the transformers one on random prompts."""
+    g = torch.Generator().manual_seed(seed)
+    xs = torch.randn(3, N, D, generator=g, dtype=torch.float64)
+    ys = torch.randn(3, N, generator=g, dtype=torch.float64)
+    m, hf, xs, ys = (t.to(dtype) for t in (m, hf, xs, ys))
+    with torch.no_grad():
+        return (m(xs, ys) - hf(xs, ys)).abs().max().item()
+
+
 @pytest.mark.parametrize("name,convert", [("gpt2", to_hf_gpt2), ("llama", to_hf_llama)])
 @pytest.mark.parametrize("attn", ["eager", "sdpa"])
 def test_equals_transformers(name, convert, attn):
@@ -28,15 +38,9 @@ def test_equals_transformers(name, convert, attn):
         for p in m.parameters():
             p.add_(0.05 * torch.randn_like(p))
     hf = convert(m, attn_implementation=attn).eval()
-    g = torch.Generator().manual_seed(1)
-    xs = torch.randn(3, N, D, generator=g, dtype=torch.float64)
-    ys = torch.randn(3, N, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        diff = (m(xs, ys) - hf(xs, ys)).abs().max().item()
+    diff = max_diff(m, hf, seed=1)
     assert diff <= 1e-5, diff
-    # float32 as well (tolerance 1e-4)
-    with torch.no_grad():
-        diff32 = (m.float()(xs.float(), ys.float()) - hf.float()(xs.float(), ys.float())).abs().max().item()
+    diff32 = max_diff(m, hf, seed=1, dtype=torch.float32)  # float32 as well (tolerance 1e-4)
     assert diff32 <= 1e-4, diff32
 
 
@@ -54,11 +58,6 @@ def test_mamba_equals_transformers_mambamodel():
     from icl_hybrids.models.hf import to_hf_mamba
 
     m = ours("mamba")
-    hf = to_hf_mamba(m).eval()
-    g = torch.Generator().manual_seed(3)
-    xs = torch.randn(2, N, D, generator=g, dtype=torch.float64)
-    ys = torch.randn(2, N, generator=g, dtype=torch.float64)
-    with torch.no_grad():
-        diff = (m(xs, ys) - hf(xs, ys)).abs().max().item()
+    diff = max_diff(m, to_hf_mamba(m).eval(), seed=3)
     # transformers' slow path computes A (and B, u) in float32 internally (docs/mamba.md)
     assert diff <= 1e-5, diff
