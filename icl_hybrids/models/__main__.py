@@ -1,5 +1,6 @@
 """python -m icl_hybrids.models [--markdown]: the named architectures, their composition and parameter
-counts at paper size (d_model 256, 12 layers, 8 heads, d=20) and at the MQAR size (128, 2 layers)."""
+counts at paper size (d_model 256, 12 layers, 8 heads, d=20) and at the MQAR size (128, 2 layers), under the
+cleaned profile (the default) and under model/profile=paper_code (as the paper's code builds them)."""
 from __future__ import annotations
 
 import sys
@@ -18,20 +19,23 @@ def rows():
     names = PAPER_ORDER + [n for n in group_options("model") if n not in PAPER_ORDER]
     for name in names:
         out = {}
-        for task in ("linear", "mqar"):
-            cfg = compose_config([f"model={name}", f"task={task}"])
-            m = build_model(cfg.model, n_dims=cfg.task.n_dims, y_dim=20 if task == "mqar" else 1,
-                            max_points=cfg.task.n_points)
-            out[task] = m.n_params()
+        for profile in ("cleaned", "paper_code"):
+            for task in ("linear", "mqar"):
+                cfg = compose_config([f"model={name}", f"task={task}", f"model/profile={profile}"])
+                m = build_model(cfg.model, n_dims=cfg.task.n_dims, y_dim=20 if task == "mqar" else 1,
+                                max_points=cfg.task.n_points)
+                out[profile, task] = m.n_params()
+        cfg = compose_config([f"model={name}"])
         c = cfg.model
         short = lambda node: (node.get("_target_", "") or "none").rsplit(".", 1)[-1] if node else "none"  # noqa: E731
         mixer = "/".join(short(x) for x in c.mixer.cycle) if "cycle" in c.mixer else short(c.mixer)
         yield (PAPER_ID.get(name, "-"), name, short(c.positional), mixer, short(c.ffn), short(c.norm),
-               out["linear"], out["mqar"])
+               out["cleaned", "linear"], out["paper_code", "linear"], out["cleaned", "mqar"], out["paper_code", "mqar"])
 
 
 def main(argv) -> int:
-    header = ("id", "model", "positional", "mixer", "ffn", "norm", "params (paper size)", "params (MQAR size)")
+    header = ("id", "model", "positional", "mixer", "ffn", "norm", "params (paper size)", "paper_code (paper size)",
+              "params (MQAR size)", "paper_code (MQAR size)")
     table = [header] + [tuple(str(v) if not isinstance(v, int) else f"{v:,}" for v in r) for r in rows()]
     print("| " + " | ".join(header) + " |")
     print("|" + "|".join("---" for _ in header) + "|")

@@ -26,10 +26,15 @@ def flash_attn_func():
 
 class CausalSelfAttention(nn.Module):
     def __init__(self, d_model: int, n_head: int, bias: bool = True, use_sdpa: bool = True,
-                 use_flash_attn: bool = True):
+                 use_flash_attn: bool = True, attn_bias: bool | None = None):
         super().__init__()
         if d_model % n_head:
             raise ValueError(f"model.d_model={d_model} must be divisible by model.n_head={n_head}")
+        if attn_bias is not None:  # model.profile.attn_bias overrides the mixer config's bias
+            bias = bool(attn_bias)
+        # with biases this is HF GPT2Attention (Conv1D): profile init torch_default gives N(0, 0.02), bias 0;
+        # without, it is LlamaAttention (nn.Linear, PyTorch default init)
+        self.conv1d_layout = bias
         self.n_head, self.head_dim = n_head, d_model // n_head
         self.qkv = nn.Linear(d_model, 3 * d_model, bias=bias)  # fused q, k, v projections
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # residual projection

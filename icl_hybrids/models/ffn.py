@@ -8,6 +8,8 @@ import torch.nn.functional as F
 class GeluMLP(nn.Module):
     """GPT-2 MLP: Linear(d, mult*d) -> GELU(tanh) -> Linear(mult*d, d)."""
 
+    conv1d_layout = True  # HF GPT2MLP (Conv1D): profile init torch_default gives N(0, 0.02), bias 0
+
     def __init__(self, d_model: int, mult: int = 4, bias: bool = True):
         super().__init__()
         self.fc_in = nn.Linear(d_model, mult * d_model, bias=bias)
@@ -24,10 +26,14 @@ def swiglu_hidden(d_model: int, multiple_of: int = 64) -> int:
 
 
 class SwiGLU(nn.Module):
-    """Llama FFN: out(silu(gate(x)) * up(x))."""
+    """Llama FFN: out(silu(gate(x)) * up(x)). Hidden width: ``hidden`` if given, else
+    ``swiglu_hidden_mult * d_model`` if that is given (model.profile; the paper's code: 4), else Llama's rule."""
 
-    def __init__(self, d_model: int, hidden: int | None = None, multiple_of: int = 64, bias: bool = False):
+    def __init__(self, d_model: int, hidden: int | None = None, multiple_of: int = 64, bias: bool = False,
+                 swiglu_hidden_mult: float | None = None):
         super().__init__()
+        if not hidden and swiglu_hidden_mult:
+            hidden = int(swiglu_hidden_mult * d_model)
         hidden = hidden or swiglu_hidden(d_model, multiple_of)
         self.gate_proj = nn.Linear(d_model, hidden, bias=bias)
         self.up_proj = nn.Linear(d_model, hidden, bias=bias)

@@ -51,17 +51,23 @@ class RotaryPositional(NoPositional):
 
 class MambaPositional(NoPositional):
     """A Mamba mixer stage before the first block: h + mamba(norm(h)) (pre-norm residual, one residual,
-    not two as in the paper's code; docs/conventions.md)."""
+    not two as in the paper's code; docs/conventions.md). Profile switches (model.profile):
+    ``outer_residual`` gives the paper's code's 2h + mamba(norm(h)); ``stage_norm_cls`` (passed by the model,
+    the model norm with ``mamba_norm_eps``) replaces ``norm_cls`` for this stage's norm."""
 
-    def __init__(self, d_model: int, max_len: int, norm_cls=None, **mamba_kw):
+    def __init__(self, d_model: int, max_len: int, norm_cls=None, stage_norm_cls=None, outer_residual: bool = False,
+                 **mamba_kw):
         super().__init__(d_model, max_len)
         from .mamba import MambaMixer
 
+        norm_cls = stage_norm_cls or norm_cls
         self.norm = norm_cls(d_model) if norm_cls is not None else nn.Identity()
         self.mixer = MambaMixer(d_model, **mamba_kw)
+        self.outer_residual = bool(outer_residual)
 
     def forward(self, h):
-        return h + self.mixer(self.norm(h))
+        y = h + self.mixer(self.norm(h))
+        return h + y if self.outer_residual else y
 
 
 def apply_rotary(x: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor) -> torch.Tensor:
