@@ -1,8 +1,9 @@
-"""Numerical tests of icl_hybrids.models.mamba (pure-PyTorch Mamba v1 mixer and selective scans).
+"""Numerical tests of icl_hybrids.models.mamba (Mamba v1 mixer) and icl_hybrids.ops (its kernels).
 
 References used:
-* ``selective_scan_ref`` below: a deliberately simple, independently written sequential scan
-  (plain autograd, state [B, D, N], one timestep at a time).
+* ``icl_hybrids.ops.selective_scan_ref``: a deliberately simple, independently written sequential
+  scan (plain autograd, state [B, D, N], one timestep at a time), shared with the benchmark.
+* ``icl_hybrids.ops.causal_conv1d_ref``: ``F.conv1d(groups=D)``, what ``nn.Conv1d`` computes.
 * ``mambapy.mamba.MambaBlock`` (pscan and sequential modes) and ``transformers``' ``MambaMixer``
   (torch fallback path; its ``causal_conv1d``/``mamba_ssm`` kernels are not installed on CPU)
   with our ``state_dict`` copied in.  Both references cast ``A_log``/``D`` with ``.float()``;
@@ -17,38 +18,22 @@ import pytest
 import torch
 import torch.nn.functional as F
 
-from icl_hybrids.models.mamba import (
-    AUTO_SCAN,
-    MambaMixer,
-    cuda_kernels_available,
+from icl_hybrids.models.mamba import AUTO_SCAN, MambaMixer, cuda_kernels_available
+from icl_hybrids.ops import (
+    cpu_kernel_available,
+    scan_blc,
     selective_scan_chunked,
+    selective_scan_fn,
     selective_scan_loop,
+    selective_scan_ref,
 )
+from icl_hybrids.ops import _cpu_kernel
+from icl_hybrids.ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref
 
-SCANS = {"loop": selective_scan_loop, "chunked": selective_scan_chunked}
-
-
-# ----------------------------------------------------------------------------- reference
-def selective_scan_ref(u, delta, A, B, C, D=None, z=None, delta_bias=None, delta_softplus=False):
-    """mamba_ssm semantics, layout u/delta/z [B, D, L], A [D, N], B/C [B, N, L]."""
-    if delta_bias is not None:
-        delta = delta + delta_bias[:, None]
-    if delta_softplus:
-        delta = F.softplus(delta)
-    batch, dim, length = u.shape
-    h = torch.zeros(batch, dim, A.shape[1], dtype=u.dtype)
-    ys = []
-    for t in range(length):
-        decay = torch.exp(torch.einsum("bd,dn->bdn", delta[:, :, t], A))
-        inp = torch.einsum("bd,bd,bn->bdn", delta[:, :, t], u[:, :, t], B[:, :, t])
-        h = decay * h + inp
-        ys.append(torch.einsum("bdn,bn->bd", h, C[:, :, t]))
-    y = torch.stack(ys, dim=-1)
-    if D is not None:
-        y = y + D[:, None] * u
-    if z is not None:
-        y = y * F.silu(z)
-    return y
+SCANS = {"loop": selective_scan_loop, "chunked": selective_scan_chunked,
+         "cpp": lambda *a, chunk_size=None, **k: selective_scan_fn(*a, **k)}
+needs_cpu_kernel = pytest.mark.skipif(not cpu_kernel_available(),
+                                      reason=f"C++ CPU kernel unavailable: {_cpu_kernel.load_error()}")
 
 
 def _scan_inputs(batch=3, dim=6, n=5, length=37, dtype=torch.float64, seed=0, dt_shift=0.0):
@@ -81,7 +66,8 @@ def _maxdiff(a, b):
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-10), (torch.float32, 1e-4)])
 @pytest.mark.parametrize("dt_shift", [0.0, 4.0])  # 4.0: large steps -> decay overflow guard used
 @pytest.mark.parametrize("scan,chunk_size", [("loop", 1), ("loop", 5), ("loop", 16),
-                                             ("chunked", 1), ("chunked", 5), ("chunked", 16)])
+                                             ("chunked", 1), ("chunked", 5), ("chunked", 16),
+                                             ("cpp", None)])
 def test_scans_match_reference(scan, chunk_size, dt_shift, dtype, atol):
     inputs = _scan_inputs(dtype=dtype, dt_shift=dt_shift)
     grad_out = torch.randn_like(inputs["u"])
@@ -95,15 +81,13 @@ def test_scans_match_reference(scan, chunk_size, dt_shift, dtype, atol):
 
 
 def test_loop_batch_blocking_and_optional_args():
-    from icl_hybrids.models.mamba import _scan_blc
-
     inp = _scan_inputs(batch=5, length=23)
     inp["delta"] = F.softplus(inp["delta"])  # no softplus below: delta must be positive
     y_ref = selective_scan_ref(inp["u"], inp["delta"], inp["A"], inp["B"], inp["C"])
     for bb in (1, 2, 5, 64):
-        y = _scan_blc(inp["u"].transpose(1, 2), inp["delta"].transpose(1, 2), inp["A"],
-                      inp["B"].transpose(1, 2), inp["C"].transpose(1, 2), batch_block=bb,
-                      chunk_size=4).transpose(1, 2)
+        y = scan_blc(inp["u"].transpose(1, 2), inp["delta"].transpose(1, 2), inp["A"],
+                     inp["B"].transpose(1, 2), inp["C"].transpose(1, 2), method="loop",
+                     batch_block=bb, chunk_size=4).transpose(1, 2)
         assert _maxdiff(y, y_ref) < 1e-12
     # no D / z / bias / softplus
     for fn in SCANS.values():
@@ -119,10 +103,97 @@ def test_loop_gradcheck():
 
 def test_half_precision_inputs_scan_in_fp32():
     inp = _scan_inputs(dtype=torch.float32, length=9)
-    y32 = selective_scan_loop(**inp, delta_softplus=True)
-    y16 = selective_scan_loop(**{k: v.bfloat16() for k, v in inp.items()}, delta_softplus=True)
-    assert y16.dtype == torch.bfloat16
-    assert _maxdiff(y16.float(), y32) < 0.1 * y32.abs().max().item()
+    for fn in (selective_scan_loop, selective_scan_fn):
+        y32 = fn(**inp, delta_softplus=True)
+        y16 = fn(**{k: v.bfloat16() for k, v in inp.items()}, delta_softplus=True)
+        assert y16.dtype == torch.bfloat16
+        assert _maxdiff(y16.float(), y32) < 0.1 * y32.abs().max().item()
+
+
+# ----------------------------------------------------------------------------- 1b. C++ CPU kernels
+# Shapes: odd lengths, L = 1, single state / channel, and channel counts on both sides of the
+# kernel's channel-tile boundaries (TILE = 64 channels in fp32, 32 in fp64).
+KERNEL_SHAPES = [  # (batch, d_inner, d_state, length)
+    (1, 1, 1, 1), (2, 3, 1, 2), (3, 31, 5, 37), (2, 32, 16, 1), (2, 33, 4, 23), (1, 63, 3, 9),
+    (2, 64, 16, 22), (2, 65, 7, 41), (1, 129, 2, 5),
+]
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", KERNEL_SHAPES, ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("optional", ["all", "none"])
+def test_cpp_scan_matches_reference(shape, dtype, tol, optional):
+    batch, dim, n, length = shape
+    for dt_shift in (0.0, 4.0):
+        inputs = _scan_inputs(batch=batch, dim=dim, n=n, length=length, dtype=dtype, dt_shift=dt_shift,
+                              seed=dim + length)
+        if optional == "none":  # no D, no z gate, no bias
+            inputs = {k: v for k, v in inputs.items() if k not in ("D", "z", "delta_bias")}
+        grad_out = torch.randn_like(inputs["u"])
+        y_ref, g_ref = _run(selective_scan_ref, inputs, grad_out)
+        y, g = _run(selective_scan_fn, inputs, grad_out)
+        assert y.dtype == dtype
+        assert _maxdiff(y, y_ref) <= tol * max(1.0, y_ref.abs().max().item())
+        assert set(g) == set(g_ref)
+        for k in g_ref:  # every input's gradient: u, delta, A, B, C (, D, z, delta_bias)
+            assert _maxdiff(g[k], g_ref[k]) <= tol * max(1.0, g_ref[k].abs().max().item()), (k, dt_shift)
+
+
+@needs_cpu_kernel
+def test_cpp_scan_gradcheck_and_threads():
+    inp = _scan_inputs(batch=3, dim=35, n=3, length=6, seed=2)  # 35: two fp64 channel tiles
+    args = [inp[k].clone().requires_grad_() for k in ("u", "delta", "A", "B", "C", "D", "z", "delta_bias")]
+    fn = lambda *a: selective_scan_fn(*a, delta_softplus=True)  # noqa: E731
+    assert torch.autograd.gradcheck(fn, args)
+    # the OpenMP split over sequences (per-thread dA / dD partial sums) gives the same numbers
+    go = torch.randn_like(inp["u"])
+    prev = torch.get_num_threads()
+    try:
+        outs = []
+        for nt in (1, 3):
+            torch.set_num_threads(nt)
+            outs.append(_run(selective_scan_fn, inp, go))
+    finally:
+        torch.set_num_threads(prev)
+    (y1, g1), (y3, g3) = outs
+    assert _maxdiff(y1, y3) == 0
+    for k in g1:
+        assert _maxdiff(g1[k], g3[k]) <= 1e-13 * max(1.0, g1[k].abs().max().item()), k
+
+
+def test_cpp_scan_falls_back_to_loop(monkeypatch):
+    inp = _scan_inputs(length=11)
+    go = torch.randn_like(inp["u"])
+    y_ref, g_ref = _run(selective_scan_ref, inp, go)
+    monkeypatch.setattr(_cpu_kernel, "available", lambda: False)
+    y, g = _run(selective_scan_fn, inp, go)
+    assert _maxdiff(y, y_ref) < 1e-10
+    x, w = torch.randn(2, 5, 6, dtype=torch.float64), torch.randn(6, 4, dtype=torch.float64)
+    assert torch.equal(causal_conv1d_fn(x, w, None, "silu"), causal_conv1d_ref(x, w, None, "silu"))
+
+
+@needs_cpu_kernel
+@pytest.mark.parametrize("dtype,tol", [(torch.float64, 1e-12), (torch.float32, 1e-5)])
+@pytest.mark.parametrize("shape", [(1, 1, 1, 4), (2, 3, 5, 4), (3, 22, 65, 4), (2, 9, 33, 3), (1, 2, 7, 1)],
+                         ids=lambda s: "x".join(map(str, s)))
+@pytest.mark.parametrize("bias,activation,sliced", [(True, "silu", True), (False, None, False), (True, None, True)])
+def test_cpp_causal_conv1d_matches_reference(shape, dtype, tol, bias, activation, sliced):
+    B, T, D, K = shape
+    g = torch.Generator().manual_seed(T * D)
+    wide = torch.randn(B, T, 2 * D if sliced else D, dtype=dtype, generator=g)  # sliced: x half of in_proj
+    leaves = [wide, torch.randn(D, K, dtype=dtype, generator=g)] + ([torch.randn(D, dtype=dtype, generator=g)]
+                                                                   if bias else [])
+    go = torch.randn(B, T, D, dtype=dtype, generator=g)
+    res = []
+    for fn in (causal_conv1d_ref, causal_conv1d_fn):
+        lv = [t.clone().requires_grad_() for t in leaves]
+        y = fn(lv[0][..., :D], lv[1], lv[2] if bias else None, activation)
+        res.append((y, torch.autograd.grad((y * go).sum(), lv)))
+    (y0, g0), (y1, g1) = res
+    assert _maxdiff(y1, y0) <= tol * max(1.0, y0.abs().max().item())
+    for a, b in zip(g1, g0):
+        assert _maxdiff(a, b) <= tol * max(1.0, b.abs().max().item())
 
 
 # ----------------------------------------------------------------------------- 2. parity
@@ -164,7 +235,7 @@ def _mambapy_block(m, pscan):
     return blk
 
 
-@pytest.mark.parametrize("scan", ["loop", "chunked"])
+@pytest.mark.parametrize("scan", ["cpp", "loop", "chunked"])
 @pytest.mark.parametrize("dtype,atol", [(torch.float64, 1e-5), (torch.float32, 1e-4)])
 def test_mixer_matches_mambapy_and_transformers(scan, dtype, atol):
     m = _make_mixer(scan=scan)
@@ -181,8 +252,9 @@ def test_mixer_matches_mambapy_and_transformers(scan, dtype, atol):
         assert d <= atol, (name, d)
 
 
-def test_mixer_gradients_match_mambapy():
-    m = _make_mixer().double()
+@pytest.mark.parametrize("scan", ["cpp", "loop"])
+def test_mixer_gradients_match_mambapy(scan):
+    m = _make_mixer(scan=scan).double()
     ref = _mambapy_block(m, pscan=False).double()
     x = torch.randn(2, 17, m.d_model, dtype=torch.float64, requires_grad=True)
     go = torch.randn(2, 17, m.d_model, dtype=torch.float64)
@@ -193,7 +265,7 @@ def test_mixer_gradients_match_mambapy():
 
 
 # ----------------------------------------------------------------------------- 3. causality
-@pytest.mark.parametrize("scan", ["loop", "chunked"])
+@pytest.mark.parametrize("scan", ["cpp", "loop", "chunked"])
 def test_causality_perturbation_and_gradient(scan):
     m = _make_mixer(scan=scan, chunk_size=4).double()
     T, t0 = 19, 9
