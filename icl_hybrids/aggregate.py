@@ -9,7 +9,7 @@ Input: every ``<task>/<name>/seed<k>/`` under DIR (results.json, config.yaml). T
 DIR/multirun.yaml (Hydra's record of the sweep: its sweeper params and command line), so jobs that never
 started are listed as ``missing``; a run directory without results.json is ``failed`` (it started and
 never evaluated; submitit's job logs say why: DIR/.submitit/), one whose results.json is not finished at
-max_steps is ``unfinished``.
+max_steps is ``unfinished``, one whose training stopped on a non-finite loss is ``diverged``.
 
 Cells: one seed -> the score and its 95% bootstrap interval over evaluation prompts (results.json
 ``icl_score_ci95``); several seeds -> the mean over seeds and a 95% t-interval over seeds (the prompt
@@ -26,37 +26,21 @@ import sys
 from dataclasses import dataclass, field
 from pathlib import Path
 
-TASKS = ["linear", "sparse_linear", "mlp", "decision_tree", "sparse_parity", "mqar"]
-TASK_LABELS = {"linear": "Linear", "sparse_linear": "Sparse linear", "mlp": "2-layer MLP",
-               "decision_tree": "Decision tree", "sparse_parity": "Sparse parity", "mqar": "MQAR"}
-# The paper's twelve in Table 3 order (with their ids), then Park et al.'s two.
-MODELS = ["gpt2", "gpt2_rms", "gpt2_rope", "gpt2_swiglu", "gpt2_rms_swiglu", "gpt2_rms_rope", "gpt2_rope_swiglu",
-          "llama", "llama_mamba_pos", "llama_mamba_ffn", "llama_mamba_pos_ffn", "mamba", "mambaformer",
-          "standard_hybrid"]
-PAPER_IDS = {"gpt2": "1", "gpt2_rms": "1.1", "gpt2_rope": "1.2", "gpt2_swiglu": "1.3", "gpt2_rms_swiglu": "1.4",
-             "gpt2_rms_rope": "1.5", "gpt2_rope_swiglu": "1.6", "llama": "2", "llama_mamba_pos": "2.1",
-             "llama_mamba_ffn": "2.2", "llama_mamba_pos_ffn": "2.3", "mamba": "3"}
+from . import paper as P
 
-# arXiv 2411.03945, Table 3 (one run per cell, 500k steps; parity 200k). The header gives one 95% CI per
-# task: sparse linear ±0.001, 2-layer MLP ±0.06, decision tree ±0.001, sparse parity ±0.001 (the linear
-# header is illegible in the text). None = not evaluated (GPT-2/Llama hybrids on sparse parity; MQAR is not
-# in Table 3). * marks the model used as the task's baseline: decision tree GPT-2, sparse parity Mamba.
-PAPER_TABLE3 = {
-    "gpt2":                {"linear": 0.996, "sparse_linear": 0.932, "mlp": 1.130, "decision_tree": 1.000, "sparse_parity": 0.023},
-    "gpt2_rms":            {"linear": 0.997, "sparse_linear": 0.535, "mlp": 1.130, "decision_tree": 0.114},
-    "gpt2_rope":           {"linear": 0.995, "sparse_linear": 0.927, "mlp": 1.130, "decision_tree": 1.004},
-    "gpt2_swiglu":         {"linear": 0.997, "sparse_linear": 0.913, "mlp": 1.128, "decision_tree": 0.994},
-    "gpt2_rms_swiglu":     {"linear": 0.997, "sparse_linear": 0.754, "mlp": 1.129, "decision_tree": 0.971},
-    "gpt2_rms_rope":       {"linear": 0.996, "sparse_linear": 0.927, "mlp": 1.128, "decision_tree": 1.005},
-    "gpt2_rope_swiglu":    {"linear": 0.996, "sparse_linear": 0.929, "mlp": 1.129, "decision_tree": 1.011},
-    "llama":               {"linear": 0.997, "sparse_linear": 0.933, "mlp": 1.129, "decision_tree": 1.007, "sparse_parity": 0.023},
-    "llama_mamba_pos":     {"linear": 0.996, "sparse_linear": 0.928, "mlp": 1.130, "decision_tree": 1.018, "sparse_parity": 1.000},
-    "llama_mamba_ffn":     {"linear": 0.996, "sparse_linear": 0.927, "mlp": 1.129, "decision_tree": 0.980, "sparse_parity": 1.000},
-    "llama_mamba_pos_ffn": {"linear": 0.996, "sparse_linear": 0.938, "mlp": 1.130, "decision_tree": 1.012, "sparse_parity": 1.000},
-    "mamba":               {"linear": 0.995, "sparse_linear": 0.925, "mlp": 1.123, "decision_tree": 0.832, "sparse_parity": 1.000},
-}
-PAPER_CI95 = {"linear": None, "sparse_linear": 0.001, "mlp": 0.06, "decision_tree": 0.001, "sparse_parity": 0.001}
-PAPER_BASELINE_MODEL = {"decision_tree": "gpt2", "sparse_parity": "mamba"}
+# Table order: the paper's columns and rows first (icl_hybrids.paper), then anything else alphabetically.
+TASKS = [*P.TABLE3["gpt2"], "mqar"]
+MODELS = list(P.MODEL_IDS)
+
+
+def task_label(task: str) -> str:
+    """The task's own label (``Task.label``), from its config; the name when it has none."""
+    from .config import task_class
+
+    try:
+        return task_class(task).label
+    except Exception:  # noqa: BLE001 - a task the package does not know (a user's): its name
+        return task
 
 
 # ---- loading --------------------------------------------------------------------------------------------
@@ -67,11 +51,36 @@ class Run:
     seed: int
     run_dir: Path | None = None
     results: dict | None = None
-    status: str = "missing"  # finished | unfinished | failed | missing
+    status: str = "missing"  # finished | unfinished | diverged | failed | missing
 
     @property
     def finished(self) -> bool:
         return self.status == "finished"
+
+    @property
+    def config(self) -> dict | None:
+        """The run's config.yaml (resolved), or None."""
+        if self.run_dir is None or not (self.run_dir / "config.yaml").is_file():
+            return None
+        from omegaconf import OmegaConf
+
+        try:
+            return OmegaConf.to_container(OmegaConf.load(self.run_dir / "config.yaml"), resolve=True)
+        except Exception:  # noqa: BLE001 - a damaged config: not comparable, reported by the status
+            return None
+
+    @property
+    def scored(self) -> dict | None:
+        """The score this run enters the table with: against the paper's trained reference model where the
+        task has one and it has been rescored (``reference.rescore``: paper_baseline.json), else results.json."""
+        from .reference import FILE
+
+        if self.task in P.REFERENCE_MODELS and self.run_dir is not None and (self.run_dir / FILE).is_file():
+            try:
+                return json.loads((self.run_dir / FILE).read_text())
+            except (OSError, ValueError):
+                pass
+        return self.results
 
 
 @dataclass
@@ -89,12 +98,14 @@ class Cell:
         done = self.done
         out = {"n_seeds": len(self.runs), "n_finished": len(done), "score": None, "prompt_ci_lo": None,
                "prompt_ci_hi": None, "seed_std": None, "seed_ci_lo": None, "seed_ci_hi": None}
-        scores = [float(r.results["icl_score"]) for r in done if _finite(r.results.get("icl_score"))]
+        scored = [r.scored for r in done]
+        scores = [float(x["icl_score"]) for x in scored if _finite(x.get("icl_score"))]
+        out["baseline"] = " ".join(sorted({str(x.get("baseline")) for x in scored})) or None
         if not scores:
             return out
         n = len(scores)
         mean = sum(scores) / n
-        cis = [r.results.get("icl_score_ci95") for r in done if r.results.get("icl_score_ci95")]
+        cis = [x.get("icl_score_ci95") for x in scored if x.get("icl_score_ci95")]
         out["score"] = mean
         if cis:
             out["prompt_ci_lo"] = sum(c[0] for c in cis) / len(cis)
@@ -107,6 +118,14 @@ class Cell:
             out.update(seed_std=sd, seed_ci_lo=mean - half, seed_ci_hi=mean + half)
         return out
 
+    def not_comparable(self) -> list[str]:
+        """Why the paper's value does not apply to this cell (``paper.incomparable``); [] when it does."""
+        done = self.done
+        if not done:
+            return ["no finished run"]
+        r = done[0]
+        return P.incomparable(self.task, self.model, r.config, r.scored.get("baseline"), r.results.get("step"))
+
     def label(self) -> str:
         """What the table says about the runs without a final score ("" when every run finished)."""
         if not self.runs:
@@ -117,6 +136,9 @@ class Cell:
         st = {r.status for r in todo}
         if "failed" in st:
             lab = "failed"
+        elif "diverged" in st:
+            r = next(r for r in todo if r.status == "diverged")
+            lab = f"diverged at {r.results.get('diverged_at_step', r.results.get('step', '?'))}"
         elif "unfinished" in st:
             r = max((r for r in todo if r.status == "unfinished"), key=lambda r: r.results.get("step", 0))
             lab = f"unfinished {r.results.get('step', '?')}/{r.results.get('max_steps', '?')}"
@@ -132,6 +154,9 @@ def _finite(v) -> bool:
         return False
 
 
+_WARNED: set = set()
+
+
 def run_status(run_dir: Path) -> tuple[str, dict | None]:
     res_path = run_dir / "results.json"
     if not res_path.exists():
@@ -140,6 +165,14 @@ def run_status(run_dir: Path) -> tuple[str, dict | None]:
         res = json.loads(res_path.read_text())
     except (OSError, ValueError):
         return "failed", None
+    if not isinstance(res, dict):  # e.g. a JSON list: not a results file
+        if res_path not in _WARNED:
+            _WARNED.add(res_path)
+            print(f"warning: {res_path}: not a results object ({type(res).__name__}); counted as failed",
+                  file=sys.stderr)
+        return "failed", None
+    if res.get("status") == "diverged":  # non-finite loss: stopped, never a score
+        return "diverged", res
     if res.get("status") == "finished" and res.get("step", 0) >= res.get("max_steps", float("inf")):
         return "finished", res
     return "unfinished", res
@@ -291,12 +324,14 @@ def write_tables(sweep_dir, out_dir=None, paper: bool = True) -> dict:
             if c is None:
                 continue
             s = c.stats()
-            pv = PAPER_TABLE3.get(m, {}).get(t)
-            rows.append({"task": t, "model": m, "paper_id": PAPER_IDS.get(m, ""), **s,
+            why = c.not_comparable()
+            pv = P.paper_value(t, m) if not why else None
+            rows.append({"task": t, "model": m, "paper_id": P.MODEL_IDS.get(m, ""), **s,
                          "status": "finished" if s["n_finished"] == s["n_seeds"] and s["score"] is not None
                          else (c.label() or "incomplete"),
-                         "paper_score": pv, "paper_ci95": PAPER_CI95.get(t) if pv is not None else None,
+                         "paper_score": pv, "paper_ci95": P.CI95.get(t) if pv is not None else None,
                          "diff_vs_paper": (s["score"] - pv) if (pv is not None and s["score"] is not None) else None,
+                         "not_comparable": "; ".join(why),
                          "seeds": " ".join(str(r.seed) for r in c.runs),
                          "steps": " ".join(str((r.results or {}).get("step", "")) for r in c.runs),
                          "run_dirs": " ".join(str(r.run_dir or "") for r in c.runs)})
@@ -330,12 +365,29 @@ def write_tables(sweep_dir, out_dir=None, paper: bool = True) -> dict:
              + " 1 = as good as the task's baseline estimator, 0 = the zero estimator.", "",
              "Runs: " + ", ".join(f"{v} {k}" for k, v in sorted(n_status.items()))
              + ("" if grid_known else " (the sweep's job grid is not recorded — no basic-sweeper multirun.yaml — so only runs found on disk are listed)"), ""]
-    head = ["id", "model"] + [TASK_LABELS.get(t, t) + (f" (paper ±{PAPER_CI95[t]})" if paper and PAPER_CI95.get(t) else "")
+    head = ["id", "model"] + [task_label(t) + (f" (paper ±{P.CI95[t]})" if paper and P.CI95.get(t) else "")
                               for t in tasks]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]
+    notes: dict[str, int] = {}  # reason -> footnote number
     for m in models:
-        cells_txt = [cell_text(by.get((t, m)), PAPER_TABLE3.get(m, {}).get(t) if paper else None) for t in tasks]
-        lines.append(f"| {PAPER_IDS.get(m, '')} | {m} | " + " | ".join(cells_txt) + " |")
+        cells_txt = []
+        for t in tasks:
+            c = by.get((t, m))
+            txt = cell_text(c, None)
+            if paper and c is not None and P.paper_value(t, m) is not None:
+                why = c.not_comparable()
+                if why:  # the paper's number would not be like for like: say why instead
+                    k = notes.setdefault("; ".join(why), len(notes) + 1)
+                    txt += f" · paper n/c[^{k}]"
+                else:
+                    txt += f" · paper {P.paper_value(t, m):.3f}"
+            cells_txt.append(txt)
+        lines.append(f"| {P.MODEL_IDS.get(m, '')} | {m} | " + " | ".join(cells_txt) + " |")
+    if notes:
+        lines += ["", "`paper n/c`: not comparable with Table 3, so its value is not shown; the paper's value appears only "
+                  "where task definition, baseline, profile (paper_code), size and steps match the paper's "
+                  "(icl_hybrids/paper.py)."]
+        lines += [""] + [f"[^{k}]: {why}" for why, k in notes.items()]
     bad = [r for r in runs if not r.finished]
     if bad:
         lines += ["", "## Runs without a final score", "", "| task | model | seed | status | step | run dir |",
@@ -389,7 +441,7 @@ def heatmap(cells: list[Cell], tasks: list[str], models: list[str], png, paper: 
         for i, m in enumerate(models):
             for j, t in enumerate(tasks):
                 c = by.get((t, m))
-                pv = PAPER_TABLE3.get(m, {}).get(t) if paper else None
+                pv = P.paper_value(t, m) if paper and c is not None and not c.not_comparable() else None
                 if c is None or np.isnan(vals[i, j]):
                     lab = "—" if c is None else (c.label() or "no score")
                     ax.add_patch(plt.Rectangle((j - 0.5, i - 0.5), 1, 1, fill=False, hatch="///", ec="#bbbbbb", lw=0))
@@ -402,8 +454,8 @@ def heatmap(cells: list[Cell], tasks: list[str], models: list[str], png, paper: 
                 if pv is not None:
                     txt += f"\n({pv:.2f})"
                 ax.text(j, i, txt, ha="center", va="center", fontsize=6.5, color=color, linespacing=0.95)
-        ax.set_xticks(range(len(tasks)), [TASK_LABELS.get(t, t) for t in tasks], rotation=20, ha="right")
-        ax.set_yticks(range(len(models)), [f"{m} ({PAPER_IDS[m]})" if m in PAPER_IDS else m for m in models])
+        ax.set_xticks(range(len(tasks)), [task_label(t) for t in tasks], rotation=20, ha="right")
+        ax.set_yticks(range(len(models)), [f"{m} ({P.MODEL_IDS[m]})" if m in P.MODEL_IDS else m for m in models])
         ax.tick_params(length=0)
         for sp in ax.spines.values():
             sp.set_visible(False)
@@ -425,14 +477,14 @@ def overlay_error_curves(results: list[dict], png, title: str | None = None, nor
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from .plots import LABELS, PAPER_RC
+    from .plots import LABELS, PAPER_RC, error_scale
 
     png = Path(png)
     if not results:
         raise ValueError("no results to plot")
     first = results[0]
     task = first.get("task")
-    d = first.get("task_config", {}).get("n_dims", 1) if normalize and task != "sparse_parity" else 1
+    d = error_scale(first, normalize)
     groups: dict[str, list[dict]] = {}
     for r in results:
         groups.setdefault(str(r.get("model")), []).append(r)
@@ -458,7 +510,7 @@ def overlay_error_curves(results: list[dict], png, title: str | None = None, nor
             ax.axvspan(min(scored) - 0.5, max(scored) + 0.5, color="#f3f3f3", zorder=0, lw=0)
         ax.set_xlabel("in-context examples")
         ax.set_ylabel("squared error" + (f" / d (d={d})" if d != 1 else ""))
-        ax.set_title(title or f"{TASK_LABELS.get(task, task)} — ICL score in parentheses")
+        ax.set_title(title or f"{task_label(task)} — ICL score in parentheses")
         ax.set_ylim(bottom=0)
         ax.legend(frameon=False, loc="upper left", bbox_to_anchor=(1.01, 1.0), ncol=1)
         fig.tight_layout()
@@ -505,7 +557,14 @@ def main(argv=None) -> int:
     if not d.is_dir():
         print(f"error: {d}: no such directory", file=sys.stderr)
         return 2
+    if not find_runs(d) and expected_jobs(d) is None:
+        print(f"error: {d}: no runs found (no <task>/<name>/seed<k>/ with results.json or config.yaml)",
+              file=sys.stderr)
+        return 2
     if not args.figures_only:
+        from .reference import rescore
+
+        rescore(d)  # decision tree / sparse parity vs the sweep's trained GPT-2 / Mamba (idempotent)
         out = write_tables(d, args.out, paper=not args.no_paper)
         print(out["md"].read_text())
         print(f"wrote {out['md']}, {out['csv']}, {out['hardware_csv']}, {out['png']}")

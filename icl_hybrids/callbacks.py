@@ -1,30 +1,82 @@
 """Training callbacks: atomic checkpoints, periodic ICL evaluation into results.json, hardware metrics."""
 from __future__ import annotations
 
+import logging
 import os
 import time
 from pathlib import Path
 
 import lightning as L
 import torch
+from omegaconf import OmegaConf
 
-from .evaluation import baseline_predictions, eval_prompts, model_predictions, score_positions, summarize
+from .evaluation import FixedEvaluation, format_score, score_positions
 from .io import atomic_write_json
-from .tasks import Batch
+
+log = logging.getLogger("icl_hybrids")
+
+
+class Diverged(Exception):
+    """Training produced a non-finite loss or non-finite weights (raised by ``NonFiniteGuard``)."""
+
+    def __init__(self, step: int, what: str):
+        super().__init__(f"{what} at step {step}")
+        self.step, self.what = int(step), what
+
+
+def all_finite(module) -> bool:
+    ps = [p.detach() for p in module.parameters()]
+    return bool(torch.stack([torch.isfinite(p).all() for p in ps]).all()) if ps else True
+
+
+class NonFiniteGuard(L.Callback):
+    """Stops training (raises ``Diverged``) at the first non-finite loss, before anything is saved.
+
+    The LightningModule records the first step whose loss was not finite in a device tensor (no host sync
+    per step); the guard reads it every step on the CPU, every ``check_every`` steps on an accelerator, and
+    always before a checkpoint or results.json is written (``check``, which also checks the weights).
+    It must come first in the callback list so that it runs before the checkpoint callback."""
+
+    def __init__(self, check_every: int = 1):
+        self.check_every = max(1, int(check_every))
+
+    def check(self, trainer, pl_module, weights: bool = False) -> None:
+        bad = pl_module.first_nonfinite_step() if hasattr(pl_module, "first_nonfinite_step") else None
+        if bad is not None:
+            raise Diverged(bad, "loss is not finite")
+        if weights and not all_finite(pl_module):
+            raise Diverged(trainer.global_step, "weights are not finite")
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if pl_module.device.type == "cpu" or trainer.global_step % self.check_every == 0:
+            self.check(trainer, pl_module)
 
 
 class AtomicCheckpoint(L.Callback):
     """``last.ckpt`` every ``last_every`` steps and at the end (written to a temp file, then renamed, so a
-    kill never leaves a broken checkpoint), and ``step<k>.ckpt`` every ``every`` steps (kept: trajectories)."""
+    kill never leaves a broken checkpoint), and ``step<k>.ckpt`` every ``every`` steps (kept: trajectories).
 
-    def __init__(self, dirpath, every: int, last_every: int):
+    The temp name is unique per writer (pid and rank) and removed if the write fails (full disk); only
+    global rank 0 renames (Lightning writes the file on rank 0 only). With a ``guard``, nothing is written
+    once the loss or the weights are not finite: the last finite checkpoint stays untouched. On SIGTERM
+    (Lightning stops at the end of the step) last.ckpt is written so a rerun resumes from there."""
+
+    def __init__(self, dirpath, every: int, last_every: int, guard: NonFiniteGuard | None = None):
         self.dir, self.every, self.last_every = Path(dirpath), int(every), int(last_every)
+        self.guard = guard
 
     def save(self, trainer, name: str) -> None:
+        if self.guard is not None:
+            self.guard.check(trainer, trainer.lightning_module, weights=True)
         self.dir.mkdir(parents=True, exist_ok=True)
-        tmp = self.dir / f".{name}.tmp"
-        trainer.save_checkpoint(tmp, weights_only=False)
-        os.replace(tmp, self.dir / name)
+        tmp = self.dir / f".{name}.{os.getpid()}.rank{trainer.global_rank}.tmp"
+        try:
+            trainer.save_checkpoint(tmp, weights_only=False)  # collective: every rank calls it
+            if trainer.is_global_zero:
+                os.replace(tmp, self.dir / name)
+        except BaseException:
+            tmp.unlink(missing_ok=True)
+            raise
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
@@ -35,6 +87,12 @@ class AtomicCheckpoint(L.Callback):
 
     def on_train_end(self, trainer, pl_module):
         self.save(trainer, "last.ckpt")
+
+    def on_exception(self, trainer, pl_module, exception):
+        from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+        if isinstance(exception, SIGTERMException):
+            self.save(trainer, "last.ckpt")
 
 
 def progress_bar():
@@ -57,8 +115,9 @@ class ICLEvalCallback(L.Callback):
     """Scores the model every ``every`` steps and at the end on fixed prompts against the baselines
     (computed once per run and cached), logs the score, and rewrites results.json atomically."""
 
-    def __init__(self, run_dir, cfg, every: int, extra: dict):
+    def __init__(self, run_dir, cfg, every: int, extra: dict, guard: NonFiniteGuard | None = None):
         self.run_dir, self.cfg, self.every, self.extra = Path(run_dir), cfg, int(every), extra
+        self.guard = guard
         self._cache = None
         self.wall_s = 0.0  # training wall time, accumulated across resumes (saved in checkpoints)
         self._t0 = None
@@ -82,22 +141,23 @@ class ICLEvalCallback(L.Callback):
         self.history = list(state.get("history", []))
 
     # evaluation ---------------------------------------------------------------------------------
-    def _prepare(self, pl_module):
+    def _prepare(self, pl_module) -> FixedEvaluation:
         if self._cache is None:
             task, ev = pl_module.task, self.cfg.eval
-            batch = eval_prompts(task, ev.n_prompts, self.cfg.seed + ev.seed_offset, device="cpu")
             names = [task.baseline, "averaging", *ev.baselines] if task.y_dim == 1 else [task.baseline, *ev.baselines]
-            base = baseline_predictions(task, names, batch, cache_dir=ev.get("cache_dir"))
-            self._cache = (batch, base, score_positions(task, task.n_points, ev.positions))
+            overrides = OmegaConf.to_container(self.cfg.baseline, resolve=True) if self.cfg.get("baseline") else {}
+            self._cache = FixedEvaluation(task, ev.n_prompts, self.cfg.seed + ev.seed_offset, names,
+                                          score_positions(task, task.n_points, ev.positions),
+                                          chunk=ev.get("chunk_prompts"), cache_dir=ev.get("cache_dir"),
+                                          overrides=overrides)
         return self._cache
 
     def evaluate(self, trainer, pl_module, final: bool = False) -> dict:
-        batch, base, positions = self._prepare(pl_module)
-        dev = pl_module.device
-        preds = model_predictions(pl_module.model, Batch(batch.xs.to(dev), batch.ys.to(dev)),
-                                  self.cfg.eval.batch_size).cpu()
-        summary = summarize(preds, base, batch.ys, pl_module.task.baseline, positions)
+        if self.guard is not None:
+            self.guard.check(trainer, pl_module, weights=True)
+        summary = self._prepare(pl_module).score(pl_module.model, self.cfg.eval.batch_size, pl_module.device)
         step = trainer.global_step
+        log.info("step %d: ICL score vs %s %s", step, pl_module.task.baseline, format_score(summary))
         self.history = [h for h in self.history if h["step"] != step] + [{"step": step, "icl_score": summary["icl_score"]}]
         self.write_results(trainer, pl_module, summary, final)
         return summary
@@ -130,7 +190,8 @@ class ICLEvalCallback(L.Callback):
             "n_params": pl_module.model.n_params(), **summary,
             **self.hardware(trainer, pl_module), "score_history": self.history,
         }
-        atomic_write_json(self.run_dir / "results.json", res)
+        if trainer.is_global_zero:  # strict JSON: a non-finite score is written as null
+            atomic_write_json(self.run_dir / "results.json", res)
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         if trainer.global_step % self.every == 0 and trainer.global_step < trainer.max_steps:

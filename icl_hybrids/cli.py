@@ -1,4 +1,5 @@
-"""Shared Hydra entry point: one-line errors for bad input (no traceback, exit 2)."""
+"""Shared Hydra entry point: one-line errors for bad input (no traceback, exit 2) and for runs that cannot
+go on (``RunFailed``: diverged, no disk space; exit 1)."""
 from __future__ import annotations
 
 import importlib
@@ -7,37 +8,80 @@ import sys
 from .config import CONF_DIR, ConfigError, check_group_choices
 
 
+class RunFailed(RuntimeError):
+    """A run that cannot go on (diverged, disk full, ...): one line on stderr, exit status 1."""
+
+    exit_code = 1
+
+
 def fail(msg: str, code: int = 2):
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
 
 
-def _precheck(config_name: str, overrides: list[str]) -> None:
-    """Compose once before Hydra runs so unknown groups/keys become one-line errors."""
+def _first_line(e: BaseException) -> str:
+    lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
+    return lines[0] if lines else type(e).__name__
+
+
+def _check_sweep_syntax(overrides: list[str], multirun: bool) -> None:
+    """Parse the overrides once: a lexer error (e.g. an unquoted non-ASCII path) is one line, and a sweep
+    (``model=gpt2,llama``) without ``-m`` says to add it."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    parser = OverridesParser.create()
+    for ov in overrides:
+        try:
+            (parsed,) = parser.parse_overrides([ov])
+        except HydraException as e:
+            raise ConfigError(f"{ov}: cannot parse ({_first_line(e)}); quote values with special or non-ASCII "
+                              f"characters, e.g. 'out_root=\"/data/ré sults\"'") from None
+        except Exception as e:  # noqa: BLE001 - the lexer raises plain exceptions on some input
+            raise ConfigError(f"{ov}: cannot parse ({type(e).__name__}); quote values with special or non-ASCII "
+                              f"characters, e.g. 'out_root=\"/data/ré sults\"'") from None
+        if parsed.is_sweep_override() and not multirun:
+            raise ConfigError(f"{ov}: several values sweep; add -m (python -m icl_hybrids -m {ov} ...)")
+
+
+def _precheck(config_name: str, overrides: list[str], check=None) -> None:
+    """Compose once before Hydra runs so unknown groups/keys become one-line errors; with ``check``, the
+    whole run configuration is validated too, before Hydra creates the run directory."""
     from hydra import compose, initialize_config_dir
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    multirun = any(o in ("-m", "--multirun") for o in sys.argv[1:])
+    _check_sweep_syntax(overrides, multirun)
     check_group_choices(overrides)
-    if any(o in ("-m", "--multirun") for o in sys.argv[1:]) or any("," in o for o in overrides):
+    if multirun:
         return  # sweeps: every job is validated when it starts
     try:
         with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
             compose(config_name, overrides=overrides)
     except (HydraException, OmegaConfBaseException) as e:
-        first = str(e).strip().splitlines()[0]
-        raise ConfigError(first) from None
+        raise ConfigError(_first_line(e)) from None
+    if check is not None:
+        from .config import compose_config
+
+        mod, fn = check.split(":")
+        getattr(importlib.import_module(mod), fn)(compose_config(overrides, config_name))
 
 
-def hydra_entry(config_name: str, target: str):
+def hydra_entry(config_name: str, target: str, check: str | None = None):
     import hydra
 
+    from .config import normalize_overrides
+
+    sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]  # baseline.<name>.<key>=v needs Hydra's ++
     overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
     if "--help" not in sys.argv and "-h" not in sys.argv and "--cfg" not in sys.argv:
         try:
-            _precheck(config_name, overrides)
+            _precheck(config_name, overrides, check)
         except ConfigError as e:
             fail(str(e))
+        except RunFailed as e:
+            fail(str(e), RunFailed.exit_code)
     mod, fn = target.split(":")
 
     @hydra.main(config_path=str(CONF_DIR), config_name=config_name, version_base="1.3")
@@ -47,5 +91,7 @@ def hydra_entry(config_name: str, target: str):
             return func(cfg)
         except ConfigError as e:
             fail(str(e))
+        except RunFailed as e:
+            fail(str(e), RunFailed.exit_code)
 
     _main()

@@ -62,6 +62,7 @@ class OptimSchema:
     eps: float = 1e-8
     weight_decay: float = 0.0
     batch_size: int = 64
+    warmup_steps: int = 0
     foreach: bool = True
     fused: bool = False
 
@@ -90,6 +91,7 @@ class EvalSchema:
     baselines: list[str] = field(default_factory=list)
     positions: Optional[Any] = None
     seed_offset: int = 1000003
+    chunk_prompts: Optional[int] = 65536
     shift: Optional[str] = None
     cache_dir: Optional[str] = None
 
@@ -139,6 +141,22 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _need(opt.lr > 0, "optim.lr", opt.lr, "must be > 0")
     _need(opt.batch_size >= 1, "optim.batch_size", opt.batch_size, "must be an integer >= 1")
     _need(opt.weight_decay >= 0, "optim.weight_decay", opt.weight_decay, "must be >= 0")
+    _need(opt.warmup_steps >= 0, "optim.warmup_steps", opt.warmup_steps, "must be an integer >= 0")
+    _need(len(opt.betas) == 2 and all(0 <= b < 1 for b in opt.betas), "optim.betas", list(opt.betas),
+          "must be two numbers in [0, 1), e.g. [0.9,0.999]")
+    _need(opt.eps >= 0, "optim.eps", opt.eps, "must be >= 0")
+    _need(str(tr.precision) in PRECISIONS, "trainer.precision", tr.precision, f"allowed: {', '.join(PRECISIONS)}")
+    _need(tr.num_threads is None or tr.num_threads >= 1, "trainer.num_threads", tr.num_threads,
+          "must be an integer >= 1 or null")
+    _need(tr.devices >= 1, "trainer.devices", tr.devices, "must be an integer >= 1")
+    _need(str(tr.accelerator) in ACCELERATORS, "trainer.accelerator", tr.accelerator,
+          f"allowed: {', '.join(ACCELERATORS)}")
+    _need(ev.batch_size >= 1, "eval.batch_size", ev.batch_size, "must be an integer >= 1")
+    _check_run_location(cfg)
+    n_pairs = cfg.task.get("n_pairs") if "n_pairs" in cfg.task else None
+    if n_pairs is not None:
+        _need(isinstance(n_pairs, int) and 1 <= n_pairs < task.n_points, "task.n_pairs", n_pairs,
+              f"must be an integer between 1 and task.n_points-1={task.n_points - 1} (pairs, then queries)")
     _need(tr.max_steps >= 1, "trainer.max_steps", tr.max_steps, "must be an integer >= 1")
     for k in ("ckpt_every_n_steps", "last_ckpt_every_n_steps", "log_every_n_steps"):
         _need(getattr(tr, k) >= 1, f"trainer.{k}", getattr(tr, k), "must be an integer >= 1")
@@ -152,19 +170,88 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
                   f"must be between curriculum.{part}.start={s.start} and {key}={size}")
             _need(s.inc >= 0, f"curriculum.{part}.inc", s.inc, "must be >= 0")
             _need(s.interval >= 1, f"curriculum.{part}.interval", s.interval, "must be >= 1")
-    from .baselines import BASELINES
+    from .baselines import baseline_names, baseline_settings
 
+    known = baseline_names()
     for b in [task.baseline, *ev.baselines]:
-        _need(b in BASELINES or b.startswith("ckpt:"), "task.baseline" if b == task.baseline else "eval.baselines",
-              b, f"allowed: {', '.join(sorted(BASELINES))} or ckpt:<path>")
+        _need(b in known or b.startswith("ckpt:"), "task.baseline" if b == task.baseline else "eval.baselines",
+              b, f"allowed: {', '.join(known)} or ckpt:<path>")
         if b.startswith("ckpt:"):
             _need(Path(b[5:]).is_file(), "task.baseline", b, "checkpoint file not found")
+    for name, settings in ((OmegaConf.to_container(cfg.baseline, resolve=True) if cfg.get("baseline") else {})).items():
+        _need(name in known, f"baseline.{name}", settings, f"unknown baseline (allowed: {', '.join(known)})")
+        try:
+            baseline_settings(name, settings)
+        except ValueError as e:
+            raise ConfigError(str(e)) from None
+    _check_task(cfg)
+    _check_seed_spaces(cfg, tr, ev)
     return t
+
+
+PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
+              "transformer-engine", "transformer-engine-float16")
+ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+
+
+def _check_run_location(cfg) -> None:
+    """seed: an integer >= 0; out_root: not empty; name: one path component (no '/', not '.' or '..'), so the
+    run directory ${out_root}/<task>/<name>/seed<k> stays under out_root."""
+    seed = cfg.get("seed")
+    _need(isinstance(seed, int) and not isinstance(seed, bool) and seed >= 0, "seed", seed,
+          "must be an integer >= 0")
+    out_root = cfg.get("out_root")
+    _need(out_root is not None and str(out_root).strip() != "", "out_root", out_root,
+          "must be a directory (empty would write at the filesystem root)")
+    name = str(cfg.get("name"))
+    _need(name.strip() not in ("", ".", "..") and "/" not in name and "\\" not in name and "\0" not in name,
+          "name", name, "must be one directory name (no '/', not '.' or '..'): runs stay under out_root")
+
+
+def _check_seed_spaces(cfg: DictConfig, tr, ev) -> None:
+    """Training seeds seed * 1_000_003 + step must stay below 2**31 and evaluation seeds seed + eval.seed_offset
+    too (they are drawn at 2**31 + that; evaluation.EVAL_SEED_BASE): disjoint streams, distinct per seed."""
+    seed = cfg.get("seed")
+    if not isinstance(seed, int) or isinstance(seed, bool) or seed < 0:
+        return  # reported by the seed rule
+    _need(tr.max_steps <= 1_000_003, "trainer.max_steps", tr.max_steps,
+          "must be <= 1000003 (training seeds are seed * 1000003 + step: longer runs would replay the next seed's batches)")
+    top = (2**31 - 1 - tr.max_steps) // 1_000_003
+    _need(seed <= top, "seed", seed, f"must be <= {top} at trainer.max_steps={tr.max_steps} (seed * 1000003 + step "
+          "must stay below 2**31, disjoint from the evaluation seeds)")
+    _need(0 <= ev.seed_offset and seed + ev.seed_offset < 2**31, "eval.seed_offset", ev.seed_offset,
+          "must be >= 0 with seed + eval.seed_offset < 2**31")
+
+
+def _check_task(cfg: DictConfig) -> None:
+    """Build the task once (cheap): its own checks (e.g. MQAR's n_queries, a tree's split_dims) become
+    one-line errors before anything is written."""
+    from hydra.utils import get_class
+
+    spec = OmegaConf.to_container(cfg.task, resolve=True)
+    try:
+        get_class(spec.pop("_target_"))(**spec)
+    except (ValueError, TypeError) as e:
+        msg = str(e).strip().splitlines()[0]
+        raise ConfigError(msg if msg.startswith("task.") else f"task: {msg}") from None
+
+
+def task_class(name: str) -> type:
+    """The Task class behind ``conf/task/<name>.yaml`` (its ``task._target_``), without composing a run."""
+    from hydra.utils import get_class
+
+    return get_class(OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml").task._target_)
 
 
 def group_options(group: str) -> list[str]:
     d = CONF_DIR / group
     return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+
+
+def normalize_overrides(overrides: list[str]) -> list[str]:
+    """``baseline.<name>.<key>=v`` sets a key that the (empty) ``baseline`` node does not declare; Hydra needs
+    ``++`` for that, so it is added here: every entry point accepts the plain form."""
+    return [f"++{o}" if o.startswith("baseline.") and "=" in o else o for o in overrides]
 
 
 def check_group_choices(overrides: list[str]) -> None:
@@ -191,9 +278,10 @@ def compose_config(overrides: list[str] | tuple = (), config_name: str = "config
     from hydra.core.hydra_config import HydraConfig
     from omegaconf import open_dict
 
-    check_group_choices(list(overrides))
+    overrides = normalize_overrides(list(overrides))
+    check_group_choices(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose(config_name, overrides=list(overrides), return_hydra_config=True)
+        cfg = compose(config_name, overrides=overrides, return_hydra_config=True)
     HydraConfig.instance().set_config(cfg)
     with open_dict(cfg):
         cfg.name = str(cfg.name)

@@ -29,15 +29,6 @@ from .shifts import EvalSet, Shift, check_applicable, make_eval_set, parse_shift
 
 log = logging.getLogger("icl_hybrids.evaluate")
 
-REGRESSION_BASELINES = ["zero", "averaging", "knn", "least_squares", "ridge", "lasso", "two_layer_nn",
-                        "decision_tree", "gradient_boosting"]
-DUMP_BASELINES = {
-    "linear": REGRESSION_BASELINES, "sparse_linear": REGRESSION_BASELINES, "mlp": REGRESSION_BASELINES,
-    "decision_tree": REGRESSION_BASELINES,
-    "sparse_parity": ["zero", "averaging", "knn", "least_squares", "ridge", "lasso", "sparse_parity_bayes"],
-    "mqar": ["zero", "mqar_lookup"],
-}
-SLOW_BASELINES = ("two_layer_nn", "decision_tree", "gradient_boosting")
 EVAL_KEYS = ("n_prompts", "batch_size", "baselines", "positions", "seed_offset", "shift")
 
 
@@ -70,7 +61,13 @@ def parse_args(argv: list[str]) -> tuple[Any, list[str]]:
             task_ovs.append(f"{key}={value}")
             continue
         top, _, sub = key.partition(".")
-        if top not in cfg or (top == "eval") != bool(sub) or (sub and sub not in cfg.eval):
+        if top == "baseline" and sub.count(".") == 1:  # baseline.<name>.<key>: settings on top of the YAML
+            try:
+                OmegaConf.update(cfg, key, parser.parse_overrides([f"{key}={value}"])[0].value(), merge=False)
+            except HydraException as e:
+                raise ConfigError(f"{key}={value}: {str(e).strip().splitlines()[0]}") from None
+            continue
+        if top not in cfg or top == "baseline" or (top == "eval") != bool(sub) or (sub and sub not in cfg.eval):
             raise ConfigError(f"{key}={value}: unknown key (allowed: {allowed})")
         try:
             parsed = parser.parse_overrides([f"{key}={value}"])[0].value()
@@ -102,11 +99,11 @@ def eval_settings(cli_eval, ckpt_eval: dict | None) -> dict:
     b = s.get("baselines") or []
     if isinstance(b, str):
         b = [b]
-    from .baselines import BASELINES
+    from .baselines import baseline_names
 
     for name in b:
-        if not (isinstance(name, str) and (name in BASELINES or name.startswith("ckpt:"))):
-            raise ConfigError(f"eval.baselines={name!r}: allowed: {', '.join(sorted(BASELINES))} or ckpt:<path>")
+        if not (isinstance(name, str) and (name in baseline_names() or name.startswith("ckpt:"))):
+            raise ConfigError(f"eval.baselines={name!r}: allowed: {', '.join(baseline_names())} or ckpt:<path>")
         if name.startswith("ckpt:") and not Path(name[5:]).is_file():
             raise ConfigError(f"eval.baselines={name!r}: checkpoint file not found")
     s["baselines"] = list(b)
@@ -179,8 +176,6 @@ def cross_task(module, eval_task: str, task_ovs: list[str]):
         cfg["n_points"] = min(int(cfg["n_points"]), own.n_points)
     if int(cfg["n_points"]) > own.n_points:
         raise ConfigError(f"task.n_points={cfg['n_points']}: must be <= the checkpoint's n_points={own.n_points}")
-    if cfg.get("n_pairs") is not None and int(cfg["n_pairs"]) >= int(cfg["n_points"]):
-        cfg["n_pairs"] = int(cfg["n_points"]) // 2
     task = instantiate_task(cfg, key="eval_task")
     if task.y_dim != module.model.y_dim:
         raise ConfigError(f"eval_task={eval_task!r}: targets of width {task.y_dim} do not fit the checkpoint's "
@@ -188,11 +183,24 @@ def cross_task(module, eval_task: str, task_ovs: list[str]):
     return task
 
 
-def make_baseline(name: str, task, device: str = "cpu"):
+def baseline_overrides(cfg, mcfg: dict | None) -> dict:
+    """``baseline.<name>.<key>`` settings: the checkpoint's own (so ckpt=last.ckpt reproduces results.json),
+    then the command line's."""
+    out = {k: dict(v or {}) for k, v in ((mcfg or {}).get("baseline") or {}).items()}
+    node = cfg.get("baseline")
+    for k, v in ((OmegaConf.to_container(node, resolve=True) if OmegaConf.is_config(node) else node) or {}).items():
+        out.setdefault(k, {}).update(v or {})
+    return out
+
+
+def make_baseline(name: str, task, device: str = "cpu", overrides: dict | None = None):
     from .baselines import get_baseline
     from .evaluation import baseline_kwargs
 
-    kw = baseline_kwargs(name, task)
+    try:
+        kw = baseline_kwargs(name, task, overrides)
+    except ValueError as e:
+        raise ConfigError(str(e)) from None
     if name.startswith("ckpt:"):
         kw["device"] = device
     try:
@@ -220,7 +228,7 @@ def _cache_key(name: str, kw: dict, es: EvalSet) -> str:
 
 
 def baseline_predictions(task, names: list[str], es: EvalSet, device: str = "cpu",
-                         cache_dir: Path | None = None) -> dict[str, torch.Tensor]:
+                         cache_dir: Path | None = None, overrides: dict | None = None) -> dict[str, torch.Tensor]:
     """Predictions of every baseline in ``names`` (zero first) on the evaluation set, computed on ``device``,
     returned on the CPU. With ``cache_dir`` they are stored as ``<cache_dir>/<name>-<hash>.pt``, keyed by the
     prompts' content, in the training callback's layout (conf/eval/default.yaml: eval.cache_dir), so the slow
@@ -235,14 +243,15 @@ def baseline_predictions(task, names: list[str], es: EvalSet, device: str = "cpu
             moved.append(es if device == "cpu" else
                          EvalSet(**{**es.__dict__, **{k: v.to(device) for k, v in es.arrays().items()}}))
         t0 = time.perf_counter()
-        pred = moved[0].predict(make_baseline(name, task, device)).float().cpu()
+        pred = moved[0].predict(make_baseline(name, task, device, overrides)).float().cpu()
         log.info("baseline %s: %.1fs", name, time.perf_counter() - t0)
         return pred
 
-    return cached_predictions(names, compute, lambda n: _cache_key(n, baseline_kwargs(n, task), es), cache_dir)
+    return cached_predictions(names, compute, lambda n: _cache_key(n, baseline_kwargs(n, task, overrides), es),
+                              cache_dir)
 
 
-def cache_dir_for(cfg, ckpt_cfg: dict | None) -> Path | None:
+def cache_dir_for(cfg, ckpt_cfg: dict | None, run_dir: Path | None = None) -> Path | None:
     """``baseline_cache``: null/false = off; "auto" = the checkpoint's eval.cache_dir (training's cache,
     default ``${out_root}/.baseline_cache``; off without a checkpoint); else a path."""
     v = cfg.baseline_cache
@@ -250,8 +259,23 @@ def cache_dir_for(cfg, ckpt_cfg: dict | None) -> Path | None:
         return None
     if v == "auto":
         d = ((ckpt_cfg or {}).get("eval") or {}).get("cache_dir")
-        return Path(str(d)) if d else None
+        return _training_path(Path(str(d)), ckpt_cfg, run_dir) if d else None
     return Path(str(v))
+
+
+def _training_path(d: Path, ckpt_cfg: dict | None, run_dir: Path | None) -> Path | None:
+    """A relative path from the training config, resolved against the directory training ran in (found by
+    matching the recorded run_dir to where the checkpoint is now), so evaluating from another directory
+    neither misses the cache nor creates a stray one; None (cache off) when that cannot be worked out."""
+    if d.is_absolute():
+        return d
+    rec = Path(str((ckpt_cfg or {}).get("run_dir") or ""))
+    if run_dir is not None and str(rec) not in ("", ".") and not rec.is_absolute():
+        actual = Path(run_dir).resolve()
+        n = len(rec.parts)
+        if len(actual.parts) > n and actual.parts[-n:] == rec.parts:
+            return Path(*actual.parts[:-n]) / d
+    return d if d.exists() else None
 
 
 def model_fn(model, batch_size: int, device: str):
@@ -274,8 +298,8 @@ def scored(task, es: EvalSet, settings: dict) -> list[int]:
 
     pos = [p for p in score_positions(task, task.n_points, settings.get("positions")) if 0 <= p < es.n_points]
     if not pos:
-        hint = (f" (the task scores only positions >= task.n_pairs={task.n_pairs}; use task.n_pairs < task.n_points)"
-                if getattr(task, "n_pairs", None) is not None else "")
+        hint = (f" (the task scores only its last task.n_queries={task.n_queries} positions)"
+                if getattr(task, "n_queries", None) is not None else "")
         raise ConfigError(f"eval.positions={settings.get('positions')!r}: no scored position below "
                           f"{es.n_points} (the evaluated prompt length){hint}")
     return pos
@@ -343,9 +367,9 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
 
     ckpt_path = Path(cfg.ckpt).resolve()
     run_dir = run_dir_of(ckpt_path)
-    bdev, cache = resolve_device(cfg.baseline_device, "baseline_device"), cache_dir_for(cfg, mcfg)
+    bdev, cache = resolve_device(cfg.baseline_device, "baseline_device"), cache_dir_for(cfg, mcfg, run_dir)
     t0 = time.perf_counter()
-    base = baseline_predictions(task, names, es, bdev, cache)
+    base = baseline_predictions(task, names, es, bdev, cache, baseline_overrides(cfg, mcfg))
     t_base = time.perf_counter() - t0
     t0 = time.perf_counter()
     preds = es.predict(model_fn(module.model, settings["batch_size"], device))
@@ -360,10 +384,11 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
         "shift": str(shift) if shift else None, "eval_seed": seed + settings["seed_offset"],
         "n_params": module.model.n_params(), **summary,
     }
+    res.update(_status(preds, res["icl_score"], run_dir))
     if is_cross:  # the same model on its training task, for the cross-task figure
         own_settings = {"positions": (mcfg.get("eval") or {}).get("positions")}
         own_es = make_eval_set(own, settings["n_prompts"], seed + settings["seed_offset"])
-        own_base = baseline_predictions(own, [own.baseline], own_es, bdev, cache)
+        own_base = baseline_predictions(own, [own.baseline], own_es, bdev, cache, baseline_overrides(cfg, mcfg))
         own_preds = own_es.predict(model_fn(module.model, settings["batch_size"], device))
         s = summarize(own_preds, own_base, own_es.targets, own.baseline, scored(own, own_es, own_settings))
         res.update(train_task_icl_score=s["icl_score"], train_task_baseline=own.baseline,
@@ -383,13 +408,43 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
         arrays = {**es.arrays(), "pred_model": preds, **{f"pred_{safe_key(k)}": v for k, v in base.items()}}
         write_npz(Path(cfg.dump), arrays)
         files.append(Path(cfg.dump))
-    lo, hi = res["icl_score_ci95"]
-    _say(f"{res['model']} step {res['step']} on {task.name}{f' ({shift})' if shift else ''}: "
-         f"icl_score={res['icl_score']:.4f} [95% CI {lo:.4f}, {hi:.4f}] vs {task.baseline} "
-         f"({settings['n_prompts']} prompts, {res['eval_time_s']['total']:.1f}s)")
+    what = f"{res['model']} step {res['step']} on {task.name}{f' ({shift})' if shift else ''}"
+    if res["status"] == "diverged":
+        _say(f"{what}: diverged (the model's predictions are not finite; icl_score=null)")
+    else:
+        lo, hi = res["icl_score_ci95"]
+        _say(f"{what}: icl_score={res['icl_score']:.4f} [95% CI {lo:.4f}, {hi:.4f}] vs {task.baseline} "
+             f"({settings['n_prompts']} prompts, {res['eval_time_s']['total']:.1f}s)")
+    if res.get("run_status") == "diverged":
+        _say(f"note: this run diverged at step {res.get('run_diverged_at_step')} (its results.json); "
+             "this is its last finite checkpoint")
     for f in files:
         _say(f"wrote {f}")
     return res
+
+
+def _finite(v) -> bool:
+    import math
+
+    try:
+        return math.isfinite(float(v))
+    except (TypeError, ValueError):
+        return False
+
+
+def _status(preds, score, run_dir: Path | None) -> dict:
+    """status: "diverged" when the model's predictions (or the score) are not finite, else "ok"; plus the
+    training run's own status when its results.json says it diverged."""
+    out = {"status": "ok" if bool(torch.isfinite(preds).all()) and _finite(score) else "diverged"}
+    try:
+        from .io import read_json
+
+        rr = read_json(Path(run_dir) / "results.json") if run_dir is not None else None
+    except (OSError, ValueError):
+        rr = None
+    if isinstance(rr, dict) and rr.get("status") == "diverged":
+        out.update(run_status="diverged", run_diverged_at_step=rr.get("diverged_at_step"))
+    return out
 
 
 def list_checkpoints(path: str) -> list[Path]:
@@ -421,17 +476,34 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
     steps_files = sorted((f for f in files if _step_of(f) is not None), key=_step_of)
     others = [f for f in files if _step_of(f) is None]
     last = [f for f in others if f.name == "last.ckpt"]
-    ref_file = (last or steps_files or others)[-1]
-    ref = load_checkpoint(str(ref_file), key="ckpt_dir", device=device)
+    # a checkpoint that does not load is skipped with a warning, not the end of the whole trajectory
+    order = [*last, *reversed(steps_files), *[f for f in others if f not in last]]
+    ref = ref_file = None
+    bad: set[Path] = set()
+    for f in order:
+        try:
+            ref, ref_file = load_checkpoint(str(f), key="ckpt_dir", device=device), f
+            break
+        except ConfigError as e:
+            print(f"warning: skipping {f}: {str(e).split(': ', 1)[-1]}", file=sys.stderr)
+            bad.add(f)
+    if ref is None:
+        raise ConfigError(f"ckpt_dir={str(cfg.ckpt_dir)!r}: none of the {len(files)} checkpoints loads")
     mcfg, own, is_cross, task, settings, seed, es, names, positions = _eval_context(cfg, ref, task_ovs, shift)
     run_dir = run_dir_of(files[0])
     base = baseline_predictions(task, names, es, resolve_device(cfg.baseline_device, "baseline_device"),
-                                cache_dir_for(cfg, mcfg))
+                                cache_dir_for(cfg, mcfg, run_dir), baseline_overrides(cfg, mcfg))
 
     per_step: dict[int, dict] = {}
     paths: dict[int, str] = {}
     for f in steps_files + others:
-        module = ref if f == ref_file else load_checkpoint(str(f), key="ckpt_dir", device=device)
+        if f in bad:
+            continue
+        try:
+            module = ref if f == ref_file else load_checkpoint(str(f), key="ckpt_dir", device=device)
+        except ConfigError as e:
+            print(f"warning: skipping {f}: {str(e).split(': ', 1)[-1]}", file=sys.stderr)
+            continue
         if module.task.describe() != own.describe():
             raise ConfigError(f"ckpt_dir={str(cfg.ckpt_dir)!r}: {f.name} holds a different task "
                               f"({module.task.describe()} vs {own.describe()})")
@@ -441,7 +513,9 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
         preds = es.predict(model_fn(module.model, settings["batch_size"], device))
         per_step[step] = summarize(preds, base, es.targets, task.baseline, positions)
         paths[step] = str(f.resolve())
-        _say(f"step {step}: icl_score={per_step[step]['icl_score']:.4f}")
+        sc = per_step[step]["icl_score"]
+        _say(f"step {step}: icl_score={sc:.4f}" if _finite(sc) and bool(torch.isfinite(preds).all())
+             else f"step {step}: diverged (non-finite predictions)")
     steps = sorted(per_step)
     first = per_step[steps[0]]
     traj = {
@@ -482,16 +556,16 @@ def dump_prompts(cfg, task_ovs: list[str]) -> dict:
     check_applicable(shift, task)
     settings = eval_settings(cfg.eval, tcfg.get("eval"))
     seed = int(cfg.seed if cfg.seed is not None else tcfg.get("seed", 0))
-    from .baselines import BASELINES
+    from .baselines import baseline_is_slow, baseline_names
 
     if settings["baselines"] and cfg.eval.baselines is not None:
         names = ["zero", *settings["baselines"]]
     else:
-        names = [b for b in DUMP_BASELINES[task.name] if b in BASELINES]
+        names = [b for b in task.applicable_baselines if b in baseline_names()]
         limit = int(cfg.slow_baselines_max_prompts)
         if settings["n_prompts"] > limit:
-            skipped = [b for b in names if b in SLOW_BASELINES]
-            names = [b for b in names if b not in SLOW_BASELINES]
+            skipped = [b for b in names if baseline_is_slow(b)]
+            names = [b for b in names if not baseline_is_slow(b)]
             if skipped:
                 print(f"note: skipping {', '.join(skipped)} for {settings['n_prompts']} > slow_baselines_max_prompts="
                       f"{limit} prompts (name them in eval.baselines=[...] to compute them)", file=sys.stderr)
@@ -499,7 +573,8 @@ def dump_prompts(cfg, task_ovs: list[str]) -> dict:
     t0 = time.perf_counter()
     cache = cache_dir_for(cfg, None)
     preds = baseline_predictions(task, list(dict.fromkeys(names)), es,
-                                 resolve_device(cfg.baseline_device, "baseline_device"), cache)
+                                 resolve_device(cfg.baseline_device, "baseline_device"), cache,
+                                 baseline_overrides(cfg, None))
     arrays = {**es.arrays(), **{f"pred_{safe_key(k)}": v for k, v in preds.items()}}
     path = Path(str(cfg.dump))
     write_npz(path, arrays)
@@ -541,10 +616,18 @@ def main(argv: list[str] | None = None) -> int:
         return 0
     try:
         cfg, task_ovs = parse_args(argv)
-        run(cfg, task_ovs)
+        res = run(cfg, task_ovs)
     except ConfigError as e:
         print(f"error: {e}", file=sys.stderr)
         return 2
+    except OSError as e:  # an unwritable out=, a full disk: one line, not a traceback
+        where = e.filename or "output"
+        print(f"error: cannot write {where}: {e.strerror or e} (choose another out= or free space)", file=sys.stderr)
+        return 2
+    if isinstance(res, dict) and res.get("status") == "diverged":
+        print(f"error: {res.get('ckpt')}: diverged (non-finite predictions; results written with icl_score=null)",
+              file=sys.stderr)
+        return 1
     return 0
 
 

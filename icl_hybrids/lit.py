@@ -35,6 +35,7 @@ class ICLModule(L.LightningModule):
         self.curriculum = Curriculum.from_config(cfg.curriculum, self.task.n_dims, self.task.n_points)
         self.seed = int(cfg.seed)
         self._gen = None
+        self._bad_step = None  # device tensor: first step whose loss was not finite (-1: none yet)
 
     # ---- data --------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -62,6 +63,7 @@ class ICLModule(L.LightningModule):
         batch = self.task.sample(int(self.cfg.optim.batch_size), generator=self.generator(step),
                                  device=self.device, n_dims=n_dims, n_points=n_points)
         loss = self.loss_fn(self(batch.xs, batch.ys), batch.ys, n_points)
+        self._record_nonfinite(loss, step)
         self.log_dict({"train/loss": loss, "curriculum/dims": float(n_dims), "curriculum/points": float(n_points)},
                       on_step=True, on_epoch=False)
         # short names for the progress bar only
@@ -69,12 +71,34 @@ class ICLModule(L.LightningModule):
                       prog_bar=True, logger=False, on_step=True, on_epoch=False)
         return loss
 
+    # ---- non-finite guard (callbacks.NonFiniteGuard reads it) -------------------------------------
+    def _record_nonfinite(self, loss, step: int) -> None:
+        """Remember the first step with a non-finite loss without a host sync (a where on the device)."""
+        if self._bad_step is None or self._bad_step.device != loss.device:
+            self._bad_step = torch.full((), -1, dtype=torch.long, device=loss.device)
+        bad = ~torch.isfinite(loss.detach()) & (self._bad_step < 0)
+        self._bad_step = torch.where(bad, torch.full_like(self._bad_step, step + 1), self._bad_step)
+
+    def first_nonfinite_step(self) -> int | None:
+        """The 1-based training step whose loss was first not finite (None: all finite so far)."""
+        if self._bad_step is None:
+            return None
+        v = int(self._bad_step.item())
+        return v if v >= 0 else None
+
     def configure_optimizers(self):
         o = self.cfg.optim
         # fused (one kernel per step, CUDA and CPU) > foreach (multi-tensor) > per-parameter loop
         kw = {"fused": True} if o.fused else {"foreach": bool(o.foreach)}
-        return torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
-                                weight_decay=o.weight_decay, **kw)
+        opt = torch.optim.Adam(self.model.parameters(), lr=o.lr, betas=tuple(o.betas), eps=o.eps,
+                               weight_decay=o.weight_decay, **kw)
+        warmup = int(o.get("warmup_steps", 0) or 0)
+        if warmup <= 0:
+            return opt
+        # linear warmup from lr/warmup to lr over `warmup` steps, then constant; Lightning saves and restores
+        # the scheduler's state in checkpoints, so a resumed run continues the same schedule
+        sched = torch.optim.lr_scheduler.LambdaLR(opt, lambda s: min(1.0, (s + 1) / warmup))
+        return {"optimizer": opt, "lr_scheduler": {"scheduler": sched, "interval": "step", "frequency": 1}}
 
     # ---- curriculum state in checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):

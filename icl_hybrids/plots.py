@@ -29,9 +29,7 @@ def error_curves(results: dict, out_png, title: str | None = None, normalize: bo
     """Squared error vs context length for the model and every baseline, with 99% bands.
     ``normalize`` divides by the task's input dimension (Garg et al.'s convention for regression tasks)."""
     out_png = Path(out_png)
-    # per-dimension normalisation only for the Gaussian regression tasks (MQAR errors are already averaged
-    # over the value coordinates; parity labels are +-1)
-    d = results.get("task_config", {}).get("n_dims", 1) if normalize and results.get("task") not in ("sparse_parity", "mqar") else 1
+    d = error_scale(results, normalize)
     k = results["context_lengths"]
     curves = [(f"{results.get('model', 'model')} (ICL score {results['icl_score']:.3f})", results["model_errors"],
                results.get("model_errors_ci99"))]
@@ -65,11 +63,23 @@ def error_curves(results: dict, out_png, title: str | None = None, normalize: bo
 
 
 # ---- evaluation figures (icl_hybrids.evaluate) -------------------------------------------------------
-def _scale(results: dict, normalize: bool) -> float:
-    """Garg's normalisation: divide by d for the regression tasks (not for sparse parity / MQAR)."""
-    if not normalize or results.get("task") in ("sparse_parity", "mqar"):
+def error_scale(results: dict, normalize: bool = True) -> float:
+    """What the task divides squared errors by in figures (``Task.error_scale``, recorded in results.json's
+    ``task_config``): d for the Gaussian regression tasks (Garg's normalisation), 1 for sparse parity and
+    MQAR. Results written before it was recorded: derived from the task class the same way."""
+    if not normalize:
         return 1
-    return results.get("task_config", {}).get("n_dims", 1) or 1
+    tc = results.get("task_config") or {}
+    if tc.get("error_scale") is not None:
+        return float(tc["error_scale"])
+    try:
+        from .config import task_class
+
+        cls = task_class(str(results.get("task")))
+        gaussian = cls.x_distribution == "gaussian" and int(tc.get("y_dim", 1)) == 1
+    except Exception:  # noqa: BLE001 - an unknown task: no normalisation
+        gaussian = False
+    return float(tc.get("n_dims", 1) or 1) if gaussian else 1.0
 
 
 def _band(ax, k, ci, d, color, alpha=0.18):
@@ -95,7 +105,7 @@ def trajectory(traj: dict, out_png, title: str | None = None, normalize: bool = 
     "icl_score_ci95": {str(k): [lo, hi]}, "baseline_errors": {name: [...]}, "baseline_errors_ci99": {...}}.
     Writes ``out_png``, ``<stem>.csv`` (the curves) and ``<stem>_scores.csv`` (score per step)."""
     out_png = Path(out_png)
-    d = _scale(traj, normalize)
+    d = error_scale(traj, normalize)
     k = traj["context_lengths"]
     steps = [str(s) for s in traj["steps"]]
     names = [b for b in (baselines or traj["baseline_errors"]) if b in traj["baseline_errors"]]
@@ -149,7 +159,7 @@ def cross_task(results: dict, out_png, title: str | None = None, normalize: bool
     task's baselines (99% bands), and, when ``results["train_task_model_errors"]`` is present, the same model on
     its own training task (dotted). Writes ``out_png`` and the curves as ``<stem>.csv``."""
     out_png = Path(out_png)
-    d = _scale(results, normalize)
+    d = error_scale(results, normalize)
     k = results["context_lengths"]
     model = results.get("model", "model")
     curves = [(f"{model} on {results.get('task')} (score {results['icl_score']:.3f})", results["model_errors"],

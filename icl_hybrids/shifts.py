@@ -33,8 +33,9 @@ Definitions (d = task.n_dims; each transformation is drawn once per evaluation f
                           x_j, j < i (Garg's ``overlapping_train_test``); position 0 keeps x_0.
 
 The function of each prompt is drawn once and evaluated on context and query points together, so x'_i and
-x_i are labelled by the same function. x-shifts need Gaussian inputs: they are defined for linear,
-sparse_linear, mlp and decision_tree; y-shifts also for sparse_parity; MQAR has none.
+x_i are labelled by the same function. x-shifts need Gaussian inputs and scalar targets (the task declares
+``Task.x_distribution``): linear, sparse_linear, mlp and decision_tree; y-shifts need scalar targets (also
+sparse_parity); MQAR has none. Adding a shift is one function with ``@register_shift(name, ...)``.
 """
 from __future__ import annotations
 
@@ -47,24 +48,46 @@ from torch import Tensor
 from .config import ConfigError
 from .tasks import Task
 
-GAUSSIAN_X_TASKS = ("linear", "sparse_linear", "mlp", "decision_tree")
-SCALAR_TASKS = (*GAUSSIAN_X_TASKS, "sparse_parity")
+def gaussian_x(task: Task) -> bool:
+    """x-shifts need Gaussian inputs and scalar targets (the task says: ``Task.x_distribution``)."""
+    return task.x_distribution == "gaussian" and task.y_dim == 1
 
-# name -> (needs a value, tasks it applies to, per-position queries)
-SHIFTS: dict[str, tuple[str, tuple[str, ...], bool]] = {
-    "skewed": ("none", GAUSSIAN_X_TASKS, False),
-    "half_subspace": ("none", GAUSSIAN_X_TASKS, False),
-    "scale_x": ("required", GAUSSIAN_X_TASKS, False),
-    "scale_y": ("required", SCALAR_TASKS, False),
-    "noisy_y": ("optional", SCALAR_TASKS, False),
-    "random_quadrants": ("none", GAUSSIAN_X_TASKS, True),
-    "opposite_quadrants": ("none", GAUSSIAN_X_TASKS, True),
-    "orthogonal_train_test": ("none", GAUSSIAN_X_TASKS, True),
-    "overlapping_contexts": ("none", GAUSSIAN_X_TASKS, True),
-}
-ALIASES = {"overlapping_train_test": "overlapping_contexts", "orthogonal": "orthogonal_train_test",
-           "half-subspace": "half_subspace"}
+
+def scalar_y(task: Task) -> bool:
+    return task.y_dim == 1
+
+
+@dataclass(frozen=True)
+class ShiftSpec:
+    """A registered shift: ``build(task, n_prompts, seed, value, device) -> EvalSet``, whether it takes a value
+    (none | required | optional), which tasks it applies to, and whether it has per-position queries."""
+
+    name: str
+    build: Callable
+    value: str = "none"
+    applies: Callable[[Task], bool] = gaussian_x
+    per_position: bool = False
+    default: float | None = None
+
+
+SHIFTS: dict[str, ShiftSpec] = {}
+ALIASES: dict[str, str] = {}
 DEFAULT_NOISE_STD = 1.0
+
+
+def register_shift(name: str, *, value: str = "none", applies: Callable[[Task], bool] = gaussian_x,
+                   per_position: bool = False, default: float | None = None, aliases: tuple[str, ...] = ()):
+    """Decorator: register ``fn(task, n_prompts, seed, value, device) -> EvalSet`` as ``eval.shift=<name>``.
+    A user's module can add a shift the same way (imported before evaluation, e.g. from its task module)."""
+    if value not in ("none", "required", "optional"):
+        raise ValueError(f"register_shift({name!r}): value={value!r}: allowed: none, required, optional")
+
+    def deco(fn):
+        SHIFTS[name] = ShiftSpec(name, fn, value, applies, per_position, default)
+        ALIASES.update({a: name for a in aliases})
+        return fn
+
+    return deco
 
 
 @dataclass(frozen=True)
@@ -74,7 +97,7 @@ class Shift:
 
     @property
     def per_position(self) -> bool:
-        return SHIFTS[self.name][2]
+        return SHIFTS[self.name].per_position
 
     @property
     def tag(self) -> str:
@@ -86,8 +109,8 @@ class Shift:
 
 
 def allowed_text() -> str:
-    return ("allowed: " + ", ".join(f"{n}:<s>" if v == "required" else (f"{n}[:<std>]" if v == "optional" else n)
-                                    for n, (v, _, _) in SHIFTS.items()))
+    return ("allowed: " + ", ".join(f"{n}:<s>" if sp.value == "required" else (f"{n}[:<s>]" if sp.value == "optional" else n)
+                                    for n, sp in SHIFTS.items()))
 
 
 def parse_shift(spec, key: str = "eval.shift") -> Shift | None:
@@ -99,7 +122,7 @@ def parse_shift(spec, key: str = "eval.shift") -> Shift | None:
     name = ALIASES.get(name.strip(), name.strip())
     if name not in SHIFTS:
         raise ConfigError(f"{key}={text!r}: unknown shift ({allowed_text()})")
-    need = SHIFTS[name][0]
+    need = SHIFTS[name].value
     if need == "none" and sep:
         raise ConfigError(f"{key}={text!r}: {name} takes no value")
     if need == "required" and not val.strip():
@@ -112,14 +135,14 @@ def parse_shift(spec, key: str = "eval.shift") -> Shift | None:
             raise ConfigError(f"{key}={text!r}: the value after ':' must be a number") from None
         if not value > 0:
             raise ConfigError(f"{key}={text!r}: the value must be > 0")
-    if name == "noisy_y" and value is None:
-        value = DEFAULT_NOISE_STD
+    if value is None:
+        value = SHIFTS[name].default
     return Shift(name, value)
 
 
 def check_applicable(shift: Shift | None, task: Task, key: str = "eval.shift") -> None:
-    if shift is not None and task.name not in SHIFTS[shift.name][1]:
-        ok = [n for n, (_, tasks, _) in SHIFTS.items() if task.name in tasks]
+    if shift is not None and not SHIFTS[shift.name].applies(task):
+        ok = [n for n, sp in SHIFTS.items() if sp.applies(task)]
         raise ConfigError(f"{key}={str(shift)!r}: not defined for task {task.name} "
                           f"({'allowed: ' + ', '.join(ok) if ok else 'this task has no shifts'})")
 
@@ -175,9 +198,9 @@ class EvalSet:
 
 
 def _generator(seed: int, device="cpu") -> torch.Generator:
-    g = torch.Generator(device=device)
-    g.manual_seed(int(seed))
-    return g
+    from .evaluation import eval_generator
+
+    return eval_generator(seed, device)  # the evaluation seed space, disjoint from training's
 
 
 def random_transform(eigenvalues: Tensor, g: torch.Generator, normalize: bool = True) -> Tensor:
@@ -215,48 +238,98 @@ def make_eval_set(task: Task, n_prompts: int, seed: int, shift: Shift | None = N
     from .evaluation import eval_prompts
 
     check_applicable(shift, task)
-    b, n, d = int(n_prompts), task.n_points, task.n_dims
-    if shift is None or shift.name in ("scale_y", "noisy_y"):
-        batch = eval_prompts(task, b, seed, device=device)
-        if shift is None:
-            return EvalSet(batch.xs, batch.ys)
-        if shift.name == "scale_y":
-            return EvalSet(batch.xs, batch.ys * shift.value, shift=shift)
-        noise = torch.randn(batch.ys.shape, generator=_generator(seed + 1, device), device=device)
-        return EvalSet(batch.xs, batch.ys + shift.value * noise, shift=shift)
+    if shift is None:
+        batch = eval_prompts(task, int(n_prompts), seed, device=device)
+        return EvalSet(batch.xs, batch.ys)
+    es = SHIFTS[shift.name].build(task, int(n_prompts), seed, shift.value, device)
+    es.shift = shift
+    return es
 
+
+# ---- the shifts (each registered where it is defined) ------------------------------------------------
+def _x_shift(task, b, seed, device, transform) -> EvalSet:
+    """Prompts whose x are ``transform(xs)`` of the unshifted draws, labelled by the task's function."""
     g = _generator(seed, device)
-    xs = task.sample_xs(b, n, d, g, device)  # the same draws as the unshifted prompts
-    if shift.name == "scale_x":
-        xs = xs * shift.value
-    elif shift.name in ("skewed", "half_subspace"):
-        gt = _generator(seed + 2, device)  # the transformation: fixed per evaluation
-        if shift.name == "skewed":
-            eig = 1.0 / torch.arange(1, d + 1, dtype=torch.float64)
-        else:
-            eig = torch.zeros(d, dtype=torch.float64)
-            eig[: max(d // 2, 1)] = 1.0
-        xs = xs @ random_transform(eig, gt).to(device)
-    if not shift.per_position:
-        return EvalSet(xs, task.evaluate(xs, d, g), shift=shift)
+    xs = transform(task.sample_xs(b, task.n_points, task.n_dims, g, device))  # the same draws as unshifted
+    return EvalSet(xs, task.evaluate(xs, task.n_dims, g))
 
-    gq = _generator(seed + 3, device)
-    n_eval = n
-    if shift.name in ("random_quadrants", "opposite_quadrants"):
-        pattern = torch.randn(b, 1, d, generator=gq, device=device).sign()
+
+def _covariance_shift(eig_of):
+    def build(task, b, seed, value, device):
+        a = random_transform(eig_of(task.n_dims), _generator(seed + 2, device)).to(device)  # fixed per evaluation
+        return _x_shift(task, b, seed, device, lambda xs: xs @ a)
+    return build
+
+
+def _half(d):
+    eig = torch.zeros(d, dtype=torch.float64)
+    eig[: max(d // 2, 1)] = 1.0
+    return eig
+
+
+register_shift("skewed")(_covariance_shift(lambda d: 1.0 / torch.arange(1, d + 1, dtype=torch.float64)))
+register_shift("half_subspace", aliases=("half-subspace",))(_covariance_shift(_half))
+
+
+@register_shift("scale_x", value="required")
+def _scale_x(task, b, seed, value, device):
+    return _x_shift(task, b, seed, device, lambda xs: xs * value)
+
+
+@register_shift("scale_y", value="required", applies=scalar_y)
+def _scale_y(task, b, seed, value, device):
+    from .evaluation import eval_prompts
+
+    batch = eval_prompts(task, b, seed, device=device)
+    return EvalSet(batch.xs, batch.ys * value)
+
+
+@register_shift("noisy_y", value="optional", applies=scalar_y, default=DEFAULT_NOISE_STD)
+def _noisy_y(task, b, seed, value, device):
+    from .evaluation import eval_prompts
+
+    batch = eval_prompts(task, b, seed, device=device)
+    noise = torch.randn(batch.ys.shape, generator=_generator(seed + 1, device), device=device)
+    return EvalSet(batch.xs, batch.ys + value * noise)
+
+
+def _query_shift(task, b, seed, device, queries) -> EvalSet:
+    """Per-position queries: ``queries(xs, gq) -> (context, queries, n_eval)``; one function per prompt labels
+    both point sets."""
+    n, d = task.n_points, task.n_dims
+    g = _generator(seed, device)
+    xs = task.sample_xs(b, n, d, g, device)
+    ctx, xq, n_eval = queries(xs, _generator(seed + 3, device))
+    ys_all = task.evaluate(torch.cat([ctx, xq], 1), d, g)
+    return EvalSet(ctx, ys_all[:, :n], xq, ys_all[:, n:], n_points=n_eval)
+
+
+def _quadrants(opposite: bool):
+    def queries(xs, gq):
+        pattern = torch.randn(xs.shape[0], 1, xs.shape[2], generator=gq, device=xs.device).sign()
         ctx = xs.abs() * pattern
-        xq = xs if shift.name == "random_quadrants" else -ctx
-    elif shift.name == "orthogonal_train_test":
-        n_eval = min(n, d)
-        ctx = xs
-        xq = torch.cat([orthogonal_queries(xs, n_eval), xs[:, n_eval:]], 1)  # positions >= n_eval are not scored
-    elif shift.name == "overlapping_contexts":
-        ctx = xs
-        i = torch.arange(n, device=device)
-        j = (torch.rand(b, n, generator=gq, device=device) * i.clamp_min(1)).long()  # uniform over 0..i-1
+        return ctx, (-ctx if opposite else xs), xs.shape[1]
+    return lambda task, b, seed, value, device: _query_shift(task, b, seed, device, queries)
+
+
+register_shift("random_quadrants", per_position=True)(_quadrants(False))
+register_shift("opposite_quadrants", per_position=True)(_quadrants(True))
+
+
+@register_shift("orthogonal_train_test", per_position=True, aliases=("orthogonal",))
+def _orthogonal(task, b, seed, value, device):
+    def queries(xs, gq):
+        n_eval = min(xs.shape[1], xs.shape[2])
+        return xs, torch.cat([orthogonal_queries(xs, n_eval), xs[:, n_eval:]], 1), n_eval  # >= n_eval: unscored
+    return _query_shift(task, b, seed, device, queries)
+
+
+@register_shift("overlapping_contexts", per_position=True, aliases=("overlapping_train_test",))
+def _overlapping(task, b, seed, value, device):
+    def queries(xs, gq):
+        bsz, n, d = xs.shape
+        i = torch.arange(n, device=xs.device)
+        j = (torch.rand(bsz, n, generator=gq, device=xs.device) * i.clamp_min(1)).long()  # uniform over 0..i-1
         j = torch.minimum(j, (i - 1).clamp_min(0))
-        xq = torch.gather(xs, 1, j.unsqueeze(-1).expand(-1, -1, d))
-    else:  # pragma: no cover - SHIFTS and this function are kept in sync
-        raise AssertionError(shift.name)
-    ys_all = task.evaluate(torch.cat([ctx, xq], 1), d, g)  # one function per prompt, on both point sets
-    return EvalSet(ctx, ys_all[:, :n], xq, ys_all[:, n:], n_points=n_eval, shift=shift)
+        return xs, torch.gather(xs, 1, j.unsqueeze(-1).expand(-1, -1, d)), n
+    return _query_shift(task, b, seed, device, queries)

@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 import torch
 
-from icl_hybrids.baselines import BASELINES, get_baseline
+from icl_hybrids.baselines import baseline_names, get_baseline
 from icl_hybrids.baselines.linear import lasso_cd, lasso_homotopy, prefix_gram
 from icl_hybrids.baselines.nn import TwoLayerNNBaseline
 
@@ -34,14 +34,78 @@ def _per_prefix(xs, ys, fit_predict):
     return torch.from_numpy(out)
 
 
-def test_registry():
-    assert set(BASELINES) == {
-        "zero", "averaging", "knn", "least_squares", "ridge", "lasso", "two_layer_nn",
-        "decision_tree", "gradient_boosting", "sparse_parity_bayes", "mqar_lookup"}
+def test_registry_is_the_config_group():
+    """Baselines are conf/baseline/<name>.yaml (_target_ + hyperparameters), nothing registered in code."""
+    from icl_hybrids.config import CONF_DIR
+
+    assert baseline_names() == sorted(p.stem for p in (CONF_DIR / "baseline").glob("*.yaml"))
+    assert {"zero", "averaging", "knn", "least_squares", "ridge", "lasso", "lasso_exact", "two_layer_nn",
+            "two_layer_nn_text", "decision_tree", "gradient_boosting", "sparse_parity_bayes",
+            "mqar_lookup"} <= set(baseline_names())
     assert get_baseline("ridge", alpha=2.0).alpha == 2.0
     assert get_baseline("knn", n_dims=5).name == "knn"
+    assert get_baseline("lasso", overrides={"tol": 1e-6}).tol == 1e-6
     with pytest.raises(ValueError, match="unknown baseline 'nope'; allowed: "):
         get_baseline("nope")
+    with pytest.raises(ValueError, match="baseline.lasso.tolerance: not a setting"):
+        get_baseline("lasso", overrides={"tolerance": 1e-6})
+
+
+def test_reference_settings_are_selectable():
+    """The paper's code: Lasso at sklearn's tol 1e-4 (CD from 0), 2-layer NN with Adam 5e-3, batch 100, 100
+    steps (conf/include/baselines/all.yml); the alternatives: exact Lasso, the paper text's 1000 x batch 1."""
+    la, le = get_baseline("lasso"), get_baseline("lasso_exact")
+    assert (la.tol, la.solver, la.max_iter, le.solver) == (1e-4, "cd", 100000, "homotopy")
+    nn, nt = get_baseline("two_layer_nn"), get_baseline("two_layer_nn_text")
+    assert (nn.n_steps, nn.batch_size, nn.lr, nn.hidden_size) == (100, 100, 5e-3, 100)
+    assert (nt.n_steps, nt.batch_size, nt.lr, nt.hidden_size) == (1000, 1, 5e-3, 100)
+
+
+def test_lasso_reference_tolerance_matches_sklearn_default():
+    """tol 1e-4 stops sklearn early on under-determined prefixes; our `lasso` reproduces that (same
+    algorithm and stopping rule), `lasso_exact` does not (it is the exact minimiser)."""
+    import warnings
+
+    from sklearn.linear_model import Lasso
+
+    g = torch.Generator().manual_seed(11)
+    B, N, d = 6, 24, 10
+    xs = torch.randn(B, N, d, generator=g, dtype=torch.float64)
+    w = torch.randn(B, d, 1, generator=g, dtype=torch.float64) * (torch.rand(B, d, 1, generator=g) < 0.3)
+    ys = (xs @ w).squeeze(-1)
+
+    def fit(x, y, q):
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")
+            return Lasso(alpha=0.001, fit_intercept=False, max_iter=100000).fit(x, y).predict(q)[0]
+
+    ref = _per_prefix(xs, ys, fit)
+    got = get_baseline("lasso")(xs, ys)
+    torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
+    exact = get_baseline("lasso_exact")(xs, ys)
+    under = slice(2, d)  # prefixes with fewer points than dimensions
+    assert (exact[:, under] - ref[:, under]).abs().max() > 1e-2
+    torch.testing.assert_close(exact[:, 2 * d:], ref[:, 2 * d:], rtol=0, atol=1e-3)  # well-posed: equal
+
+
+def test_baseline_overrides_reach_the_estimator_and_the_cache_key():
+    from icl_hybrids.config import compose_config, validate
+    from icl_hybrids.config import ConfigError
+    from icl_hybrids.evaluation import baseline_kwargs
+    from icl_hybrids.lit import build_task
+
+    cfg = compose_config(["task=sparse_linear", "experiment=smoke", "baseline.lasso.tol=1e-8"])
+    validate(cfg)
+    task = build_task(cfg.task)
+    from omegaconf import OmegaConf
+
+    kw = baseline_kwargs("lasso", task, OmegaConf.to_container(cfg.baseline))
+    assert kw["tol"] == 1e-8 and kw["solver"] == "cd" and kw["n_dims"] == task.n_dims
+    assert baseline_kwargs("lasso", task)["tol"] == 1e-4
+    with pytest.raises(ConfigError, match="baseline.lasso.tolx"):
+        validate(compose_config(["task=sparse_linear", "experiment=smoke", "baseline.lasso.tolx=1"]))
+    with pytest.raises(ConfigError, match="baseline.nope"):
+        validate(compose_config(["task=sparse_linear", "experiment=smoke", "baseline.nope.a=1"]))
 
 
 @pytest.mark.parametrize("name", FAST + ["two_layer_nn"])
@@ -159,14 +223,14 @@ def test_lasso_matches_sklearn(alpha):
     w = torch.randn(B, d, 1, generator=g, dtype=torch.float64) * (torch.rand(B, d, 1, generator=g) < 0.5)
     ys = (xs @ w).squeeze(-1) + 0.05 * torch.randn(B, N, generator=g, dtype=torch.float64)
     ref = _per_prefix(xs, ys, _sk_lasso(alpha))
-    est = get_baseline("lasso", alpha=alpha)
+    est = get_baseline("lasso_exact", alpha=alpha)
     got = est(xs, ys)
     assert torch.allclose(got, ref, rtol=0, atol=1e-4), (got - ref).abs().max()
     assert est.last_stats["n_fallback_cd"] == 0
     if alpha < 0.01:
         return  # CD on nearly unregularised underdetermined prefixes is slow (seconds)
     # forced coordinate-descent fallback (homotopy capped at 2 steps) agrees as well
-    est_cd = get_baseline("lasso", alpha=alpha, homotopy_max_steps=2)
+    est_cd = get_baseline("lasso_exact", alpha=alpha, homotopy_max_steps=2)
     got_cd = est_cd(xs, ys)
     assert est_cd.last_stats["n_fallback_cd"] > 5
     assert torch.allclose(got_cd, ref, rtol=0, atol=1e-4), (got_cd - ref).abs().max()
@@ -189,7 +253,7 @@ def test_lasso_solvers_kkt_and_fallback():
     xs2, ys2 = _data(B=3, N=10, d=4, seed=6)
     xs2[:, :, 3] = xs2[:, :, 1]
     ref = _per_prefix(xs2[:, :, :3], ys2, _sk_lasso(0.1))  # same model without the duplicate
-    torch.testing.assert_close(get_baseline("lasso", alpha=0.1 / 1)(xs2, ys2).double(), ref,
+    torch.testing.assert_close(get_baseline("lasso_exact", alpha=0.1 / 1)(xs2, ys2).double(), ref,
                                rtol=0, atol=1e-4, check_dtype=False)
 
 

@@ -61,7 +61,7 @@ def test_cpu_sweep_plan_scales_each_task():
         cfg = compose_config(["experiment=cpu_sweep", f"task={t}", "hydra.mode=RUN"])
         sizes[t] = (cfg.task.n_dims, cfg.task.n_points, cfg.curriculum.enabled)
     assert sizes["linear"] == (5, 16, True) and sizes["sparse_parity"] == (6, 24, False)
-    assert sizes["mqar"] == (5, 32, False)  # n_pairs null: 16 key/value pairs, then 16 scored queries
+    assert sizes["mqar"] == (5, 32, False)  # 31 key/value pairs, then the one scored query
 
 
 def test_plan_cli_one_line_per_job():
@@ -128,16 +128,18 @@ def test_local_multirun_skip_resume_and_aggregate(tmp_path):
     assert out["md"].exists() and out["csv"].exists() and out["png"].stat().st_size > 10_000
     rows = list(csv.DictReader(open(out["csv"])))
     assert [(r["model"], r["status"]) for r in rows] == [("gpt2", "finished"), ("llama", "finished")]
-    assert rows[0]["paper_score"] == "0.996" and rows[0]["score"]
+    # a smoke-size run is not like for like with Table 3: no paper value, the reason instead
+    assert rows[0]["paper_score"] == "" and rows[0]["score"]
+    assert "task.n_dims=5 (paper 20)" in rows[0]["not_comparable"] and "profile is not paper_code" in rows[0]["not_comparable"]
     md = out["md"].read_text()
-    assert "| 1 | gpt2 | " in md and "paper 0.996" in md and "## Hardware" in md
+    assert "| 1 | gpt2 | " in md and "paper n/c[^1]" in md and "paper 0.996" not in md and "## Hardware" in md
     import shutil
 
     shutil.rmtree(runs["llama"])
     out = write_tables(sweep)
     rows = {r["model"]: r for r in csv.DictReader(open(out["csv"]))}
     assert rows["llama"]["status"] == "missing" and rows["llama"]["score"] == ""
-    assert "| 2 | llama | missing · paper 0.997 |" in out["md"].read_text()
+    assert "| 2 | llama | missing · paper n/c[^" in out["md"].read_text()
     figs = write_figures(sweep)
     assert [p.name for p in figs] == ["linear_errors.png"] and figs[0].stat().st_size > 10_000
 
@@ -156,3 +158,31 @@ def test_arch_search_two_trials(tmp_path):
     assert name.count("-") == 5 and "-L" in name and "-d" in name  # positional-mixer-ffn-norm-L<n>-d<w>
     rows = list(csv.DictReader(open(write_tables(sweep)["csv"])))
     assert len(rows) == len(res) and all(r["status"] == "finished" for r in rows)
+
+
+def test_paper_comparability_rule():
+    """The paper's value stands beside a cell only when task definition, baseline, profile, size and steps are
+    the paper's; each mismatch is named."""
+    from omegaconf import OmegaConf
+
+    from icl_hybrids import paper as P
+    from icl_hybrids.config import compose_config
+
+    def cfg(*ov):
+        return OmegaConf.to_container(compose_config(list(ov)), resolve=True)
+
+    ok = cfg("task=linear", "model=gpt2", "model/profile=paper_code")
+    assert P.incomparable("linear", "gpt2", ok, "least_squares", 500_000) == []
+    assert P.incomparable("linear", "gpt2", cfg("task=linear", "model=gpt2"), "least_squares", 500_000) == [
+        "profile is not paper_code"]
+    assert P.incomparable("linear", "gpt2", ok, "least_squares", 1000) == ["1000 steps (paper 500000)"]
+    mlp = cfg("task=mlp", "model=gpt2", "model/profile=paper_code", "task.scale=garg")
+    assert P.incomparable("mlp", "gpt2", mlp, "two_layer_nn", 500_000) == ["task.scale='garg' (paper 1.0)"]
+    dt = cfg("task=decision_tree", "model=mamba", "model/profile=paper_code")
+    assert P.incomparable("decision_tree", "mamba", dt, "decision_tree", 500_000) == [
+        "baseline decision_tree (paper: a trained gpt2)"]
+    assert P.incomparable("decision_tree", "mamba", dt, "ckpt:/s/decision_tree/gpt2/seed0/checkpoints/last.ckpt",
+                          500_000) == []
+    assert P.incomparable("mqar", "gpt2", ok, "mqar_lookup", 500_000) == ["not in Table 3"]
+    assert P.incomparable("sparse_linear", "gpt2", cfg("task=sparse_linear", "model=gpt2", "model/profile=paper_code"),
+                          "lasso_exact", 500_000) == ["baseline lasso_exact (paper: lasso)"]

@@ -20,7 +20,7 @@ def test_paper_defaults_and_shapes(name):
     cfg = compose_config([f"task={name}"])
     task = build_task(cfg.task)
     expected = {"linear": (20, 41), "sparse_linear": (20, 41), "mlp": (20, 101), "decision_tree": (20, 101),
-                "sparse_parity": (10, 140), "mqar": (20, 128)}[name]
+                "sparse_parity": (10, 140), "mqar": (20, 65)}[name]
     assert (task.n_dims, task.n_points) == expected
     b = task.sample(3, generator=gen())
     assert b.xs.shape == (3, task.n_points, task.n_dims)
@@ -75,6 +75,14 @@ def test_sparse_linear_has_exactly_k_nonzeros():
     assert torch.all(w[:, 4:] == 0) and torch.all((w != 0).sum(1) == 3)
 
 
+def test_mlp_default_scale_is_the_paper_codes():
+    """The paper's code (mlp.py) applies no output scale: E[y^2] = H * E[relu(w.x)^2] = H d / 2."""
+    t = MLPRegression(n_dims=20, n_points=30, hidden=100)
+    assert t.scale == 1.0 and build_task(compose_config(["task=mlp"]).task).scale == 1.0
+    b = t.sample(500, generator=gen())
+    assert abs(b.ys.pow(2).mean() / (100 * 20 / 2) - 1) < 0.15
+
+
 def test_mlp_targets_scale():
     t = MLPRegression(n_dims=20, n_points=30, hidden=100, scale="garg")
     b = t.sample(500, generator=gen())
@@ -103,6 +111,35 @@ def test_decision_tree_matches_explicit_traversal():
     assert len(torch.unique(b.ys[0])) <= 16
 
 
+def _first_split_coords(t, n_active, n=4000):
+    g = gen(5)
+    t.sample_xs(n, 3, n_active, g, "cpu")  # replay the draw order: xs, then the split coordinates
+    return torch.randint(0, t.n_dims if t.split_dims == "all" else n_active, (n, 15), generator=g)
+
+
+def test_decision_tree_splits_over_all_dims_under_curriculum():
+    """The paper's code and Garg draw split coordinates over all d, even when the curriculum zeroes some:
+    such a split always goes left (0 > 0 is false). split_dims=active is the alternative."""
+    t = DecisionTree(n_dims=8, n_points=3, depth=4)
+    assert t.split_dims == "all" and build_task(compose_config(["task=decision_tree"]).task).split_dims == "all"
+    b = t.sample(4000, generator=gen(5), n_dims=2)
+    feats = _first_split_coords(t, 2)
+    assert (feats >= 2).float().mean() > 0.6  # 6 of 8 coordinates are inactive
+    # root split on an inactive coordinate -> the left subtree only: leaves 0..7 of 16
+    g = gen(5)
+    t.sample_xs(4000, 3, 2, g, "cpu")
+    torch.randint(0, 8, (4000, 15), generator=g)
+    leaves = torch.randn(4000, 16, generator=g)
+    inactive_root = feats[:, 0] >= 2
+    left = (b.ys[inactive_root].unsqueeze(-1) == leaves[inactive_root][:, None, :8]).any(-1)
+    assert left.all()
+    ta = DecisionTree(n_dims=8, n_points=3, depth=4, split_dims="active")
+    ta.sample(4000, generator=gen(5), n_dims=2)
+    assert (_first_split_coords(ta, 2) < 2).all()
+    with pytest.raises(ValueError, match="split_dims"):
+        DecisionTree(n_dims=8, n_points=3, split_dims="some")
+
+
 def test_sparse_parity_labels_and_subset():
     t = SparseParity(n_dims=10, n_points=140, sparsity=2)
     b = t.sample(64, generator=gen())
@@ -115,14 +152,37 @@ def test_sparse_parity_labels_and_subset():
         assert len(hits) == 1
 
 
-def test_mqar_on_sphere_and_consistent():
-    t = VectorMQAR(n_dims=8, n_points=16, n_pairs=6)
+def test_mqar_default_is_the_paper_codes_single_query():
+    """retrieval.py: 64 pairs, then ONE query (a copy of a shown pair), trained and scored alone."""
+    cfg = compose_config(["task=mqar"])
+    t = build_task(cfg.task)
+    assert (t.n_pairs, t.n_queries, t.n_points) == (64, 1, 65)
+    assert t.scored_positions(65).nonzero().flatten().tolist() == [64]
+    b = t.sample(64, generator=gen())
+    assert torch.allclose(b.xs.norm(dim=-1), torch.full((64, 65), math.sqrt(20)), atol=1e-4)
+    assert torch.allclose(b.ys.norm(dim=-1), torch.full((64, 65), math.sqrt(20)), atol=1e-4)
+    hit = []
+    for p in range(64):
+        match = [k for k in range(64) if torch.equal(b.xs[p, k], b.xs[p, 64])]
+        assert len(match) == 1 and torch.equal(b.ys[p, match[0]], b.ys[p, 64])
+        hit.append(match[0])
+    assert len(set(hit)) > 30  # the queried pair is uniform over the 64, not fixed
+    # the 64 shown keys are distinct and independent of the values
+    assert all(len({tuple(r.tolist()) for r in b.xs[p, :64]}) == 64 for p in range(4))
+
+
+def test_mqar_multi_query_variant_distinct_keys():
+    t = VectorMQAR(n_dims=8, n_points=16, n_queries=6)
+    assert t.n_pairs == 10
     b = t.sample(32, generator=gen())
-    assert torch.allclose(b.xs.norm(dim=-1), torch.full((32, 16), math.sqrt(8)), atol=1e-4)
-    assert torch.allclose(b.ys.norm(dim=-1), torch.full((32, 16), math.sqrt(8)), atol=1e-4)
-    # every query repeats an earlier key together with that key's value
     for p in range(32):
-        for q in range(6, 16):
-            match = [k for k in range(6) if torch.equal(b.xs[p, k], b.xs[p, q])]
-            assert match and torch.equal(b.ys[p, match[0]], b.ys[p, q])
-    assert t.scored_positions(16).tolist() == [False] * 6 + [True] * 10
+        shown = []
+        for q in range(10, 16):
+            match = [k for k in range(10) if torch.equal(b.xs[p, k], b.xs[p, q])]
+            assert len(match) == 1 and torch.equal(b.ys[p, match[0]], b.ys[p, q])
+            shown.append(match[0])
+        assert len(set(shown)) == 6  # distinct keys queried (no repeats)
+    assert t.scored_positions(16).tolist() == [False] * 10 + [True] * 6
+    for bad in (0, 9):
+        with pytest.raises(ValueError, match="task.n_queries"):
+            VectorMQAR(n_dims=8, n_points=16, n_queries=bad)

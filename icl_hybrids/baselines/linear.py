@@ -350,11 +350,19 @@ class LassoBaseline(Baseline):
     coordinate descent warm-started from the homotopy iterate, with scikit-learn's stopping
     rule (``tol`` on the relative duality gap, ``max_iter`` sweeps).
     ``last_stats`` records how many problems needed the fallback.
+
+    ``solver="cd"`` skips the homotopy and runs that coordinate descent from ``w = 0``: scikit-learn's
+    algorithm and stopping rule, so with ``tol=1e-4`` (its default) it reproduces the reference code's
+    ``Lasso(alpha, fit_intercept=False, max_iter=1e5)``, which stops early on under-determined prefixes
+    (``conf/baseline/lasso.yaml``; ``lasso_exact`` is the exact solution; docs/conventions.md).
     """
 
     def __init__(self, alpha: float = 0.001, tol: float = 1e-8, max_iter: int = 100000,
                  n_dims: int | None = None, max_chunk_problems: int = 1 << 15,
-                 homotopy_max_steps: int | None = None):
+                 homotopy_max_steps: int | None = None, solver: str = "homotopy"):
+        if solver not in ("homotopy", "cd"):
+            raise ValueError(f"lasso solver={solver!r}: allowed: homotopy, cd")
+        self.solver = solver
         self.alpha = float(alpha)
         self.homotopy_max_steps = homotopy_max_steps  # None: 8 d + 32 (tests force the fallback)
         self.tol = float(tol)
@@ -366,6 +374,10 @@ class LassoBaseline(Baseline):
     def solve(self, G, c, yy, n):
         """Solve flattened problems ``G [P,d,d], c [P,d], yy [P], n [P]`` -> ``w [P,d]``."""
         lam = self.alpha * n
+        if self.solver == "cd":
+            w, _ = lasso_cd(G, c, yy, lam, tol=self.tol, max_iter=self.max_iter)
+            self.last_stats["n_problems"] = self.last_stats.get("n_problems", 0) + G.shape[0]
+            return w
         w, ok = lasso_homotopy(G, c, lam, max_steps=self.homotopy_max_steps)
         n_fb = int((~ok).sum())
         if n_fb:

@@ -26,6 +26,15 @@ class Task:
     """Base class. Subclasses implement ``_sample_fn`` (draw functions, evaluate on xs)."""
 
     name: ClassVar[str] = "task"
+    #: human-readable name for tables and plots
+    label: ClassVar[str] = "task"
+    #: distribution of the x points: "gaussian" (N(0, I)), "rademacher" (±1), "sphere" (radius sqrt(d));
+    #: the x-shifts of icl_hybrids.shifts apply to Gaussian inputs only
+    x_distribution: ClassVar[str] = "gaussian"
+    #: baselines that make sense on this task (evaluate's dump mode computes them all)
+    applicable_baselines: ClassVar[tuple[str, ...]] = (
+        "zero", "averaging", "knn", "least_squares", "ridge", "lasso", "two_layer_nn", "decision_tree",
+        "gradient_boosting")
     #: width of a target (1 = scalar)
     y_dim: int = 1
     #: True when the curriculum may shrink this task's dims / points
@@ -61,5 +70,12 @@ class Task:
         """Bool mask [N] of the positions that enter the loss and the ICL score (all, by default)."""
         return torch.ones(n_points, dtype=torch.bool)
 
+    @property
+    def error_scale(self) -> float:
+        """What plots and tables divide squared errors by: d for the Gaussian regression tasks (Garg's
+        normalisation: the zero estimator of linear regression sits at 1), 1 otherwise."""
+        return float(self.n_dims) if self.x_distribution == "gaussian" and self.y_dim == 1 else 1.0
+
     def describe(self) -> dict:
-        return {"name": self.name, "n_dims": self.n_dims, "n_points": self.n_points, "y_dim": self.y_dim}
+        return {"name": self.name, "label": self.label, "n_dims": self.n_dims, "n_points": self.n_points,
+                "y_dim": self.y_dim, "x_distribution": self.x_distribution, "error_scale": self.error_scale}

@@ -11,6 +11,9 @@ class SparseParity(Task):
     """The subset S is drawn uniformly per prompt (Park et al.'s convention; docs/conventions.md)."""
 
     name = "sparse_parity"
+    label = "Sparse parity"
+    x_distribution = "rademacher"
+    applicable_baselines = ("zero", "averaging", "knn", "least_squares", "ridge", "lasso", "sparse_parity_bayes")
     supports_curriculum = False
 
     def __init__(self, n_dims: int, n_points: int, sparsity: int = 2, **kw):

@@ -13,6 +13,7 @@ class LinearRegression(Task):
     """y = w^T x, w ~ N(0, I) over the active coordinates."""
 
     name = "linear"
+    label = "Linear"
 
     def draw_w(self, b: int, n_active: int, g: torch.Generator, device) -> Tensor:
         w = torch.randn(b, self.n_dims, generator=g, device=device)  # [B, d]
@@ -29,6 +30,7 @@ class SparseLinearRegression(LinearRegression):
     """As linear, with all but ``sparsity`` uniformly chosen (active) coordinates of w zeroed."""
 
     name = "sparse_linear"
+    label = "Sparse linear"
 
     def __init__(self, n_dims: int, n_points: int, sparsity: int = 3, **kw):
         super().__init__(n_dims, n_points, **kw)
@@ -48,13 +50,15 @@ class SparseLinearRegression(LinearRegression):
 class MLPRegression(Task):
     """y = scale * W2 relu(W1 x), W1 [hidden, d], W2 [hidden], entries N(0, 1).
 
-    scale="garg" uses sqrt(2 / hidden) (Garg et al.: targets of the order of the linear task's);
-    a number uses that factor (1.0 reproduces the paper's code). See docs/conventions.md.
+    ``scale=1.0`` (default) is the paper's code (``mlp.py``: no output scale); ``scale="garg"`` uses
+    sqrt(2 / hidden) (Garg et al.'s ``Relu2nnRegression``: targets of the order of the linear task's);
+    any other number is used as the factor. See docs/conventions.md.
     """
 
     name = "mlp"
+    label = "2-layer MLP"
 
-    def __init__(self, n_dims: int, n_points: int, hidden: int = 100, scale="garg", **kw):
+    def __init__(self, n_dims: int, n_points: int, hidden: int = 100, scale=1.0, **kw):
         super().__init__(n_dims, n_points, **kw)
         self.hidden = int(hidden)
         self.scale = math.sqrt(2.0 / self.hidden) if scale == "garg" else float(scale)
@@ -69,18 +73,25 @@ class MLPRegression(Task):
 
 class DecisionTree(Task):
     """Full binary trees of depth ``depth``: internal node j tests x[f_j] > 0 (right) else left,
-    f_j uniform over the active coordinates; leaf values N(0, 1). Nodes are stored heap-ordered."""
+    leaf values N(0, 1); nodes stored heap-ordered. ``split_dims="all"`` (default: the paper's code and
+    Garg) draws f_j uniformly over all d coordinates, so under the curriculum a split on a zeroed
+    coordinate always goes left; ``split_dims="active"`` draws over the active coordinates only."""
 
     name = "decision_tree"
+    label = "Decision tree"
 
-    def __init__(self, n_dims: int, n_points: int, depth: int = 4, **kw):
+    def __init__(self, n_dims: int, n_points: int, depth: int = 4, split_dims: str = "all", **kw):
         super().__init__(n_dims, n_points, **kw)
+        if split_dims not in ("all", "active"):
+            raise ValueError(f"task.split_dims={split_dims!r}: allowed: all, active")
         self.depth = int(depth)
+        self.split_dims = split_dims
 
     def evaluate(self, xs: Tensor, n_active: int, g: torch.Generator) -> Tensor:
         b, n, _ = xs.shape
         n_internal = 2**self.depth - 1
-        feats = torch.randint(0, n_active, (b, n_internal), generator=g, device=xs.device)  # [B, I]
+        high = self.n_dims if self.split_dims == "all" else n_active
+        feats = torch.randint(0, high, (b, n_internal), generator=g, device=xs.device)  # [B, I]
         leaves = torch.randn(b, 2**self.depth, generator=g, device=xs.device)  # [B, L]
         node = torch.zeros(b, n, dtype=torch.long, device=xs.device)  # heap index, root = 0
         for _ in range(self.depth):  # loop over tree depth only (vectorised over prompts and points)
