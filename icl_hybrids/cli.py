@@ -51,8 +51,13 @@ def _precheck(config_name: str, overrides: list[str], check=None) -> None:
     from hydra.errors import HydraException
     from omegaconf.errors import OmegaConfBaseException
 
+    from .config import add_config_dirs, searchpath_override, user_dirs_from_argv
+
     multirun = any(o in ("-m", "--multirun") for o in sys.argv[1:])
     _check_sweep_syntax(overrides, multirun)
+    add_config_dirs(user_dirs_from_argv(sys.argv[1:]))  # a user's own config directory: its groups count
+    if not any(o.lstrip("+").startswith("hydra.searchpath=") for o in overrides):
+        overrides = [*overrides, *searchpath_override()]
     check_group_choices(overrides)
     if multirun:
         return  # sweeps: every job is validated when it starts
@@ -68,13 +73,29 @@ def _precheck(config_name: str, overrides: list[str], check=None) -> None:
         getattr(importlib.import_module(mod), fn)(compose_config(overrides, config_name))
 
 
+_VALUE_FLAGS = ("--config-dir", "-cd", "--config-name", "-cn", "--config-path", "-cp", "--info", "-i")
+
+
+def _overrides(argv: list[str]) -> list[str]:
+    """The key=value overrides of a Hydra command line (flags and their values left out)."""
+    out, skip = [], False
+    for a in argv:
+        if skip:
+            skip = False
+        elif a in _VALUE_FLAGS:
+            skip = True
+        elif not a.startswith("-"):
+            out.append(a)
+    return out
+
+
 def hydra_entry(config_name: str, target: str, check: str | None = None):
     import hydra
 
     from .config import normalize_overrides
 
     sys.argv = [sys.argv[0], *normalize_overrides(sys.argv[1:])]  # baseline.<name>.<key>=v needs Hydra's ++
-    overrides = [a for a in sys.argv[1:] if not a.startswith("-")]
+    overrides = _overrides(sys.argv[1:])
     if "--help" not in sys.argv and "-h" not in sys.argv and "--cfg" not in sys.argv:
         try:
             _precheck(config_name, overrides, check)

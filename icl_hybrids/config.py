@@ -184,7 +184,6 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
             baseline_settings(name, settings)
         except ValueError as e:
             raise ConfigError(str(e)) from None
-    _check_task(cfg)
     _check_seed_spaces(cfg, tr, ev)
     return t
 
@@ -223,29 +222,55 @@ def _check_seed_spaces(cfg: DictConfig, tr, ev) -> None:
           "must be >= 0 with seed + eval.seed_offset < 2**31")
 
 
-def _check_task(cfg: DictConfig) -> None:
-    """Build the task once (cheap): its own checks (e.g. MQAR's n_queries, a tree's split_dims) become
-    one-line errors before anything is written."""
-    from hydra.utils import get_class
-
-    spec = OmegaConf.to_container(cfg.task, resolve=True)
-    try:
-        get_class(spec.pop("_target_"))(**spec)
-    except (ValueError, TypeError) as e:
-        msg = str(e).strip().splitlines()[0]
-        raise ConfigError(msg if msg.startswith("task.") else f"task: {msg}") from None
-
-
 def task_class(name: str) -> type:
     """The Task class behind ``conf/task/<name>.yaml`` (its ``task._target_``), without composing a run."""
     from hydra.utils import get_class
 
-    return get_class(OmegaConf.load(CONF_DIR / "task" / f"{name}.yaml").task._target_)
+    for d in config_dirs():
+        if (d / "task" / f"{name}.yaml").is_file():
+            return get_class(OmegaConf.load(d / "task" / f"{name}.yaml").task._target_)
+    raise ValueError(f"task={name!r}: unknown task (allowed: {', '.join(group_options('task'))})")
+
+
+# ---- the config search path: a user's own config directories, then the package's conf/ ----------------
+_USER_DIRS: list[Path] = []
+
+
+def add_config_dirs(dirs) -> None:
+    """Register user config directories (``--config-dir``, ``hydra.searchpath``, or those a checkpoint was
+    trained with): their groups (task/, model/mixer/, baseline/, ...) join the package's for every lookup."""
+    for d in dirs or []:
+        d = Path(str(d).removeprefix("file://")).resolve()
+        if d != CONF_DIR and d not in _USER_DIRS:
+            _USER_DIRS.append(d)
+
+
+def config_dirs() -> list[Path]:
+    """The user's config directories first (they may shadow a package config), then ``conf/``."""
+    return [*_USER_DIRS, CONF_DIR]
+
+
+def user_dirs_from_argv(argv: list[str]) -> list[str]:
+    """``--config-dir D`` / ``--config-dir=D`` / ``-cd D`` and ``hydra.searchpath=[file://D,...]`` in ``argv``."""
+    out = []
+    for i, a in enumerate(argv):
+        if a in ("--config-dir", "-cd") and i + 1 < len(argv):
+            out.append(argv[i + 1])
+        elif a.startswith("--config-dir="):
+            out.append(a.split("=", 1)[1])
+        elif a.lstrip("+").startswith("hydra.searchpath="):
+            items = a.split("=", 1)[1].strip().strip("[]")
+            out += [x.strip().strip("'\"") for x in items.split(",") if x.strip().strip("'\"").startswith("file://")]
+    return out
+
+
+def searchpath_override() -> list[str]:
+    """The override that puts the registered user directories on a compose call's search path."""
+    return [f"hydra.searchpath=[{','.join('file://' + str(d) for d in _USER_DIRS)}]"] if _USER_DIRS else []
 
 
 def group_options(group: str) -> list[str]:
-    d = CONF_DIR / group
-    return sorted(p.stem for p in d.glob("*.yaml")) if d.is_dir() else []
+    return sorted({p.stem for d in config_dirs() if (d / group).is_dir() for p in (d / group).glob("*.yaml")})
 
 
 def normalize_overrides(overrides: list[str]) -> list[str]:
@@ -262,7 +287,7 @@ def check_group_choices(overrides: list[str]) -> None:
         key, value = ov.split("=", 1)
         key = key.lstrip("+")
         group = key.replace(".", "/")
-        if not (CONF_DIR / group).is_dir():  # a value override such as task.n_dims=5
+        if not any((d / group).is_dir() for d in config_dirs()):  # a value override such as task.n_dims=5
             continue
         opts = group_options(group)
         for v in value.split(","):  # multirun sweeps a,b,c
@@ -279,6 +304,9 @@ def compose_config(overrides: list[str] | tuple = (), config_name: str = "config
     from omegaconf import open_dict
 
     overrides = normalize_overrides(list(overrides))
+    add_config_dirs(user_dirs_from_argv(overrides))
+    if not any(o.lstrip("+").startswith("hydra.searchpath=") for o in overrides):
+        overrides += searchpath_override()
     check_group_choices(overrides)
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose(config_name, overrides=overrides, return_hydra_config=True)

@@ -23,7 +23,7 @@ from typing import Any
 import torch
 from omegaconf import OmegaConf
 
-from .config import CONF_DIR, ConfigError, group_options
+from .config import CONF_DIR, ConfigError, add_config_dirs, group_options
 from .io import atomic_write_json
 from .shifts import EvalSet, Shift, check_applicable, make_eval_set, parse_shift
 
@@ -340,6 +340,7 @@ def _eval_context(cfg, module, task_ovs: list[str], shift):
     """What every checkpoint mode derives from the (reference) checkpoint: its config, its own task, the
     task evaluated (own or eval_task), settings, seed, the evaluation set, baseline names and positions."""
     mcfg = OmegaConf.to_container(module.cfg, resolve=True)
+    add_config_dirs(mcfg.get("config_dirs"))  # the user config directories the checkpoint was trained with
     own = module.task
     is_cross = cfg.eval_task is not None and cfg.eval_task != own.name
     if task_ovs and not is_cross:
@@ -361,8 +362,8 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
 
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    shift = parse_shift(cfg.eval.shift)
     module = load_checkpoint(cfg.ckpt, device=device)
+    shift = parse_shift(cfg.eval.shift)  # after the checkpoint's modules (a user's registered shifts) are imported
     mcfg, own, is_cross, task, settings, seed, es, names, positions = _eval_context(cfg, module, task_ovs, shift)
 
     ckpt_path = Path(cfg.ckpt).resolve()
@@ -470,7 +471,6 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
 
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    shift = parse_shift(cfg.eval.shift)
     files = list_checkpoints(cfg.ckpt_dir)
     # the newest checkpoint (last.ckpt, else the highest step<k>.ckpt) fixes the task, settings and prompts
     steps_files = sorted((f for f in files if _step_of(f) is not None), key=_step_of)
@@ -489,6 +489,7 @@ def evaluate_trajectory(cfg, task_ovs: list[str]) -> dict:
             bad.add(f)
     if ref is None:
         raise ConfigError(f"ckpt_dir={str(cfg.ckpt_dir)!r}: none of the {len(files)} checkpoints loads")
+    shift = parse_shift(cfg.eval.shift)  # after the checkpoint's modules (a user's registered shifts) are imported
     mcfg, own, is_cross, task, settings, seed, es, names, positions = _eval_context(cfg, ref, task_ovs, shift)
     run_dir = run_dir_of(files[0])
     base = baseline_predictions(task, names, es, resolve_device(cfg.baseline_device, "baseline_device"),
@@ -591,7 +592,12 @@ def run(cfg, task_ovs: list[str] | None = None) -> dict:
         raise ConfigError(f"eval_task={cfg.eval_task!r}: unknown task (allowed: {', '.join(group_options('task'))})")
     if (cfg.ckpt is not None or cfg.ckpt_dir is not None) and cfg.task is not None:
         raise ConfigError(f"task={cfg.task!r}: a checkpoint fixes its task; use eval_task=<task> to evaluate it on another")
-    parse_shift(cfg.eval.shift)  # fail fast on a bad shift, before loading anything
+    try:
+        parse_shift(cfg.eval.shift)  # fail fast on a bad shift, before loading anything
+    except ConfigError as e:
+        # a name registered by the checkpoint's own modules (a user's shift) is known only once it is loaded
+        if cfg.ckpt is None and cfg.ckpt_dir is None or "unknown shift" not in str(e):
+            raise
     if cfg.ckpt is not None and not Path(str(cfg.ckpt)).is_file():
         raise ConfigError(f"ckpt={str(cfg.ckpt)!r}: checkpoint file not found")
     if cfg.ckpt is not None:

@@ -111,7 +111,10 @@ class ICLModule(L.LightningModule):
 
 def load_module(path, map_location="cpu") -> ICLModule:
     """Load a checkpoint written by training (config travels inside it)."""
+    from .config import add_config_dirs
+
     ckpt = torch.load(path, map_location=map_location, weights_only=False)
+    add_config_dirs(ckpt["hyper_parameters"]["cfg"].get("config_dirs"))  # a user's configs it was trained with
     module = ICLModule(ckpt["hyper_parameters"]["cfg"])
     module.load_state_dict(ckpt["state_dict"])
     module.on_load_checkpoint(ckpt)

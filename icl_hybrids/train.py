@@ -17,7 +17,7 @@ log = logging.getLogger("icl_hybrids")
 RESUMABLE_KEYS = {"trainer.max_steps", "trainer.progress_bar", "trainer.num_threads", "trainer.accelerator",
                   "trainer.ckpt_every_n_steps", "trainer.last_ckpt_every_n_steps", "trainer.log_every_n_steps",
                   "logger", "eval", "resume", "resume_from", "out_root", "run_dir", "sweep_name", "trainer.compile", "seeds",
-                  "optim.fused", "optim.foreach"}
+                  "optim.fused", "optim.foreach", "config_dirs"}
 
 
 def _flatten(d, prefix=""):
@@ -261,14 +261,21 @@ def preflight(cfg: DictConfig) -> dict:
 
     validate(cfg)
     resolved = OmegaConf.to_container(cfg, resolve=True)
+    from .baselines import config_dirs
+    from .config import CONF_DIR
+
+    # a user's own config directories (their tasks, mixers, baselines): recorded so that evaluating the
+    # checkpoint later finds the same configs
+    resolved["config_dirs"] = [str(d) for d in config_dirs() if d != CONF_DIR]
     tr = resolved["trainer"]
     _check_accelerator(tr)
     from .lit import build_task
 
     try:
         task = build_task(OmegaConf.create(resolved["task"]))
-    except Exception as e:  # noqa: BLE001 - a task constructor's argument check
-        raise ConfigError(f"task: {str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__}") from None
+    except Exception as e:  # noqa: BLE001 - a task constructor's argument check (e.g. MQAR's n_queries)
+        msg = str(e).strip().splitlines()[0] if str(e).strip() else type(e).__name__
+        raise ConfigError(msg if msg.startswith("task.") else f"task: {msg}") from None
     _check_positions(task, resolved["eval"].get("positions"))
     est = memory_estimate(resolved, task)
     where, have = _device_memory(str(tr["accelerator"]))

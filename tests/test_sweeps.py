@@ -186,3 +186,22 @@ def test_paper_comparability_rule():
     assert P.incomparable("mqar", "gpt2", ok, "mqar_lookup", 500_000) == ["not in Table 3"]
     assert P.incomparable("sparse_linear", "gpt2", cfg("task=sparse_linear", "model=gpt2", "model/profile=paper_code"),
                           "lasso_exact", 500_000) == ["baseline lasso_exact (paper: lasso)"]
+
+
+@pytest.mark.slow
+def test_paper_sweep_rescores_against_its_trained_reference(tmp_path):
+    """experiment=paper_sweep: at the end of the multirun (Hydra's on_multirun_end, after every launcher) the
+    decision-tree runs are scored against the sweep's own trained GPT-2, and the table uses that score."""
+    sweep = tmp_path / "paper"
+    out = _multirun("experiment=paper_sweep", "task=decision_tree", "model=gpt2,llama", f"hydra.sweep.dir={sweep}",
+                    "task.n_dims=4", "task.n_points=9", "task.curriculum_points_start=9", "model.d_model=16",
+                    "model.n_layer=1", "model.n_head=2", "trainer.max_steps=4", "eval.every_n_steps=4",
+                    "eval.n_prompts=16", "trainer.progress_bar=false", "trainer.accelerator=cpu", "optim.batch_size=8",
+                    "curriculum.dims.start=4", "curriculum.points.start=9")
+    assert "paper baselines: 2 run(s) rescored" in out, out[-3000:]
+    ref = sweep / "decision_tree" / "gpt2" / "seed0" / "checkpoints" / "last.ckpt"
+    for m in ("gpt2", "llama"):
+        pb = json.loads((sweep / "decision_tree" / m / "seed0" / "paper_baseline.json").read_text())
+        assert pb["baseline"] == f"ckpt:{ref}"
+    cfg = (sweep / "decision_tree" / "llama" / "seed0" / "config.yaml").read_text()
+    assert "mamba_outer_residual: true" in cfg  # the paper sweep builds models as the paper's code does

@@ -22,9 +22,10 @@ from .trees import DecisionTreeBaseline, GradientBoostingBaseline
 
 
 def config_dirs() -> list[Path]:
-    """Where config groups are looked up: the directories of the active Hydra config search path (a user's
-    ``--config-dir`` / ``hydra.searchpath`` first), else the package's ``conf/``."""
-    from ..config import CONF_DIR
+    """Where baseline configs are looked up: the directories of the active Hydra config search path (a user's
+    ``--config-dir`` / ``hydra.searchpath``), the registered user directories (``config.add_config_dirs``:
+    e.g. those a checkpoint was trained with), then the package's ``conf/``."""
+    from .. import config
 
     dirs: list[Path] = []
     try:
@@ -36,7 +37,7 @@ def config_dirs() -> list[Path]:
                     dirs.append(Path(src["path"]))
     except Exception:  # noqa: BLE001 - outside a Hydra app: the package's conf/ only
         pass
-    return list(dict.fromkeys([*dirs, CONF_DIR]))
+    return list(dict.fromkeys([*dirs, *config.config_dirs()]))
 
 
 def baseline_names(dirs=None) -> list[str]:
