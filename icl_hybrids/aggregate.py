@@ -203,16 +203,16 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
     if not mr_path.exists():
         return None
     try:
-        from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
-        from hydra.core.override_parser.overrides_parser import OverridesParser
         from omegaconf import OmegaConf
+
+        from .sweep import grid
 
         mr = OmegaConf.load(mr_path)
         if "BasicSweeper" not in str(mr.hydra.sweeper.get("_target_", "")):
             return None
         params = mr.hydra.sweeper.get("params") or {}
         args = [f"{k}={params[k]}" for k in params] + list(mr.hydra.overrides.task)
-        (jobs,) = BasicSweeper.split_arguments(OverridesParser.create().parse_overrides(args), None)
+        jobs = grid(args)
         choices = mr.hydra.runtime.choices
         name_node = OmegaConf.to_container(mr, resolve=False).get("name")
         out = []

@@ -51,12 +51,10 @@ class Job:
         return f"resume@{r.get('step', '?')}"
 
 
-def _split(overrides: list[str]):
+def _parse(overrides: list[str]):
     from hydra.core.override_parser.overrides_parser import OverridesParser
 
-    parser = OverridesParser.create()
-    parsed = parser.parse_overrides(list(overrides))
-    return parser, parsed
+    return OverridesParser.create().parse_overrides(list(overrides))
 
 
 def expand(overrides: list[str] | tuple = ()) -> list[list[str]]:
@@ -68,9 +66,28 @@ def expand(overrides: list[str] | tuple = ()) -> list[list[str]]:
         return _expand(overrides)
 
 
+def grid(args: list[str]) -> list[list[str]]:
+    """The basic sweeper's job grid for ``args`` (the sweeper's params, then the command line), from Hydra's
+    public override parser: per key the last occurrence wins (the command line over the params), a sweep
+    ``a,b`` / ``range(0,3)`` / ``choice(..)`` lists its values, and the jobs are the product in key order."""
+    import itertools
+
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+
+    lists: dict[str, list[str]] = {}
+    for o in OverridesParser.create().parse_overrides(list(args)):
+        key = o.get_key_element()
+        if o.is_sweep_override():
+            if not o.is_discrete_sweep():
+                raise ConfigError(f"{o.input_line}: interval sweeps need an optimising sweeper, not the basic grid")
+            lists[key] = [f"{key}={v}" for v in o.sweep_string_iterator()]
+        else:
+            lists[key] = [f"{key}={o.get_value_element_as_str()}"]
+    return [list(job) for job in itertools.product(*lists.values())]
+
+
 def _expand(overrides) -> list[list[str]]:
     from hydra import compose
-    from hydra._internal.core_plugins.basic_sweeper import BasicSweeper
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
     from omegaconf.errors import OmegaConfBaseException
@@ -79,7 +96,7 @@ def _expand(overrides) -> list[list[str]]:
     if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in overrides):
         overrides.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
     check_group_choices(overrides)
-    parser, parsed = _split(overrides)
+    parsed = _parse(overrides)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     try:
         base = compose("config", overrides=fixed, return_hydra_config=True)
@@ -89,9 +106,7 @@ def _expand(overrides) -> list[list[str]]:
     if "BasicSweeper" not in str(sweeper.get("_target_", "")):
         raise ConfigError(f"hydra.sweeper={sweeper._target_}: only the basic sweeper's grid can be listed")
     params = OmegaConf.to_container(sweeper.params, resolve=True) if sweeper.get("params") else {}
-    args = [f"{k}={v}" for k, v in params.items()] + overrides
-    (batch,) = BasicSweeper.split_arguments(parser.parse_overrides(args), None)
-    return batch
+    return grid([f"{k}={v}" for k, v in params.items()] + overrides)
 
 
 def plan(overrides: list[str] | tuple = ()) -> list[Job]:
@@ -232,7 +247,7 @@ def plan_dir(overrides: list[str]) -> str:
     ov = list(overrides)
     if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in ov):
         ov.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
-    _, parsed = _split(ov)
+    parsed = _parse(ov)
     fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
         cfg = compose("config", overrides=fixed, return_hydra_config=True)

@@ -13,16 +13,12 @@ from icl_hybrids.evaluate import main
 from icl_hybrids.lit import build_task
 from icl_hybrids.shifts import SHIFTS, EvalSet, make_eval_set, parse_shift, random_transform
 
-TASKS = ["linear", "sparse_linear", "mlp", "decision_tree", "sparse_parity", "mqar"]
+from .conftest import TASKS  # noqa: E402  (derived from conf/)
 
 
 @pytest.fixture(scope="module")
-def run_dir(tmp_path_factory):
-    from icl_hybrids.train import run
-
-    root = tmp_path_factory.mktemp("evalrun")
-    run(compose_config(["experiment=smoke", f"out_root={root}", "task=sparse_linear", "model=gpt2"]))
-    return root / "sparse_linear" / "gpt2" / "seed0"
+def run_dir(tiny_run):
+    return tiny_run  # conftest: one smoke run (sparse linear, GPT-2) shared by the session
 
 
 def smoke_task(name, *over):
@@ -190,6 +186,7 @@ def test_bad_input_is_one_line(run_dir, capsys, args, starts):
     assert err.startswith(starts) and err.count("\n") == 1, err
 
 
+@pytest.mark.slow
 def test_cli_subprocess_error():
     p = subprocess.run([sys.executable, "-m", "icl_hybrids.evaluate", "ckpt=/nonexistent.ckpt"],
                        capture_output=True, text=True, timeout=120)

@@ -287,6 +287,7 @@ needs_kernels = pytest.mark.skipif(not cuda_kernels_available(),
                                    reason="needs CUDA and mamba_ssm + causal_conv1d kernels")
 
 
+@pytest.mark.cuda
 @needs_kernels
 def test_cuda_fast_path_matches_torch_path():
     m = _make_mixer(d_model=32, d_state=16).cuda()
@@ -304,6 +305,7 @@ def test_cuda_fast_path_matches_torch_path():
 
 
 @needs_kernels
+@pytest.mark.cuda
 def test_cuda_selective_scan_fn_matches_loop():
     from mamba_ssm.ops.selective_scan_interface import selective_scan_fn
 

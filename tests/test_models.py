@@ -7,7 +7,7 @@ from icl_hybrids.config import compose_config
 from icl_hybrids.lit import build_task
 from icl_hybrids.models.model import build_model
 
-from .test_config import MODELS, TASKS
+from .conftest import MODELS, TASKS
 
 
 def small(model, task="linear", **over):

@@ -4,6 +4,7 @@ import torch
 
 from icl_hybrids.models.attention import CausalSelfAttention, flash_attn_func
 
+pytestmark = pytest.mark.cuda  # skipped without a CUDA device (tests/conftest.py)
 cuda = pytest.mark.skipif(not torch.cuda.is_available(), reason="needs a CUDA device")
 
 

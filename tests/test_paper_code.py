@@ -19,8 +19,7 @@ from icl_hybrids.models.model import CLEANED, build_model, interleave  # noqa: E
 
 torch.set_num_threads(1)
 
-PAPER_MODELS = ["gpt2", "gpt2_rms", "gpt2_rope", "gpt2_swiglu", "gpt2_rms_swiglu", "gpt2_rms_rope",
-                "gpt2_rope_swiglu", "llama", "llama_mamba_pos", "llama_mamba_ffn", "llama_mamba_pos_ffn", "mamba"]
+from .conftest import PAPER_MODELS  # noqa: E402  (icl_hybrids.paper's twelve)
 N_POSITIONS = 141  # P: conf/include/models/{base,composed}.yml
 
 # P's conf/include/models/composed.yml blocks (one layer each); our name -> (prefix, block, final norm)

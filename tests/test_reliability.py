@@ -189,6 +189,7 @@ def test_resume_from_a_text_file(tmp_path):
     assert not (tmp_path / "o").exists()
 
 
+@pytest.mark.slow
 def test_cli_one_line_errors_and_nothing_written(tmp_path):
     """Through the real entry point (one process): the error is one line, exit 2, and Hydra has not
     created the run directory (validation runs before it)."""

@@ -15,9 +15,7 @@ import pytest
 from icl_hybrids.sweep import ReturnObjective, format_plan, plan
 
 REPO = Path(__file__).resolve().parents[1]
-PAPER_MODELS = {"gpt2", "gpt2_rms", "gpt2_rope", "gpt2_swiglu", "gpt2_rms_swiglu", "gpt2_rms_rope", "gpt2_rope_swiglu",
-                "llama", "llama_mamba_pos", "llama_mamba_ffn", "llama_mamba_pos_ffn", "mamba"}
-TASKS = {"linear", "sparse_linear", "mlp", "decision_tree", "sparse_parity", "mqar"}
+from .conftest import PAPER_MODELS, TASKS  # noqa: E402  (derived from conf/ and icl_hybrids.paper)
 
 
 @pytest.fixture(scope="module")
@@ -64,6 +62,7 @@ def test_cpu_sweep_plan_scales_each_task():
     assert sizes["mqar"] == (5, 32, False)  # 31 key/value pairs, then the one scored query
 
 
+@pytest.mark.slow
 def test_plan_cli_one_line_per_job():
     r = subprocess.run([sys.executable, "-m", "icl_hybrids.sweep", "task=linear", "model=gpt2,llama,mamba"],
                        cwd=REPO, capture_output=True, text=True, env={**os.environ, "PYTHONPATH": str(REPO)})
@@ -96,6 +95,7 @@ def _multirun(*over, timeout=120):
     return r.stdout + r.stderr
 
 
+@pytest.mark.slow
 def test_local_multirun_skip_resume_and_aggregate(tmp_path):
     from icl_hybrids.aggregate import write_figures, write_tables
 
@@ -144,6 +144,7 @@ def test_local_multirun_skip_resume_and_aggregate(tmp_path):
     assert [p.name for p in figs] == ["linear_errors.png"] and figs[0].stat().st_size > 10_000
 
 
+@pytest.mark.slow
 def test_arch_search_two_trials(tmp_path):
     from icl_hybrids.aggregate import write_tables
 

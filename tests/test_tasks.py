@@ -8,7 +8,7 @@ from icl_hybrids.config import compose_config
 from icl_hybrids.lit import build_task
 from icl_hybrids.tasks import DecisionTree, LinearRegression, MLPRegression, SparseLinearRegression, SparseParity, VectorMQAR
 
-TASKS = ["linear", "sparse_linear", "mlp", "decision_tree", "sparse_parity", "mqar"]
+from .conftest import TASKS  # noqa: E402  (derived from conf/)
 
 
 def gen(seed=0):

@@ -9,7 +9,7 @@ import torch
 from icl_hybrids.config import ConfigError, compose_config
 from icl_hybrids.train import run
 
-from .test_config import TASKS
+from .conftest import TASKS
 
 REQUIRED = {"task", "model", "seed", "step", "n_params", "icl_score", "baseline", "context_lengths", "model_errors",
             "baseline_errors", "steps_per_sec", "wall_s", "device", "peak_memory_mb", "tokens_per_sec", "status"}

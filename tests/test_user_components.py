@@ -67,6 +67,9 @@ def flip_x(task, b, seed, value, device):
 
 @pytest.mark.slow
 def test_user_task_mixer_baseline_shift_end_to_end(tmp_path, monkeypatch):
+    from icl_hybrids import config
+
+    monkeypatch.setattr(config, "_USER_DIRS", [])  # the user directory registered below stays in this test
     mod_dir, conf = tmp_path / "pkg", tmp_path / "my_conf"
     mod_dir.mkdir()
     (mod_dir / "my_icl.py").write_text(MODULE)
