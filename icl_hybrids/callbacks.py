@@ -118,6 +118,7 @@ class ICLEvalCallback(L.Callback):
     def __init__(self, run_dir, cfg, every: int, extra: dict, guard: NonFiniteGuard | None = None):
         self.run_dir, self.cfg, self.every, self.extra = Path(run_dir), cfg, int(every), extra
         self.guard = guard
+        self.results: dict | None = None  # the last results.json written
         self._cache = None
         self.wall_s = 0.0  # training wall time, accumulated across resumes (saved in checkpoints)
         self._t0 = None
@@ -190,6 +191,7 @@ class ICLEvalCallback(L.Callback):
             "n_params": pl_module.model.n_params(), **summary,
             **self.hardware(trainer, pl_module), "score_history": self.history,
         }
+        self.results = res  # what training returns (no read-back of the file)
         if trainer.is_global_zero:  # strict JSON: a non-finite score is written as null
             atomic_write_json(self.run_dir / "results.json", res)
 

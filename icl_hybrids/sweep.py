@@ -39,16 +39,14 @@ class Job:
 
     def status(self) -> str:
         """finished / running@<step> / missing, from <run_dir>/results.json (what a rerun would do)."""
-        p = Path(self.run_dir) / "results.json"
-        if not p.exists():
+        from .results import run_state
+
+        if not (Path(self.run_dir) / "results.json").exists():
             return "resume" if (Path(self.run_dir) / "checkpoints" / "last.ckpt").exists() else "missing"
-        try:
-            r = json.loads(p.read_text())
-        except (OSError, ValueError):
+        state, r = run_state(self.run_dir, self.max_steps)
+        if r is None:
             return "unreadable"
-        if r.get("status") == "finished" and r.get("step", 0) >= self.max_steps:
-            return "finished"
-        return f"resume@{r.get('step', '?')}"
+        return state if state in ("finished", "diverged") else f"resume@{r.get('step', '?')}"
 
 
 def _parse(overrides: list[str]):

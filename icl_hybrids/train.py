@@ -10,6 +10,7 @@ from omegaconf import DictConfig, OmegaConf
 
 from .config import ConfigError, validate
 from .io import atomic_write_text, read_json
+from .results import is_finished
 
 log = logging.getLogger("icl_hybrids")
 
@@ -315,7 +316,7 @@ def preflight(cfg: DictConfig) -> dict:
             raise ConfigError(f"run_dir={str(run_dir)!r} holds a different run ({'; '.join(diff[:3])}); "
                               "choose another name=/out_root=/seed= or delete that directory")
         state = "resume"
-        if prev is not None and prev.get("status") == "finished" and prev.get("step", 0) >= int(tr["max_steps"]):
+        if is_finished(prev, int(tr["max_steps"])):
             state = "finished"
     resolved["_state"], resolved["_results"] = state, prev
     return resolved
@@ -423,7 +424,8 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
             import wandb
 
             wandb.finish()
-    return read_json(run_dir / "results.json")
+    # the record the callback wrote last (a resumed run that had nothing left to do evaluated nothing: its file)
+    return evalcb.results if evalcb.results is not None else read_json(run_dir / "results.json")
 
 
 def _diverged(e, trainer, resolved: dict, run_dir: Path, extra: dict):
