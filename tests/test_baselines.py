@@ -2,7 +2,6 @@
 
 import itertools
 import math
-import warnings
 
 import numpy as np
 import pytest
@@ -11,6 +10,14 @@ import torch
 from icl_hybrids.baselines import baseline_names, get_baseline
 from icl_hybrids.baselines.linear import lasso_cd, lasso_homotopy, prefix_gram
 from icl_hybrids.baselines.nn import TwoLayerNNBaseline
+from icl_hybrids.refs import (
+    matched_draws,
+    per_prefix,
+    ref_averaging,
+    ref_decision_tree,
+    ref_lasso,
+    ref_two_layer_nn_matched,
+)
 
 FAST = ["zero", "averaging", "knn", "least_squares", "ridge", "lasso", "decision_tree",
         "sparse_parity_bayes", "mqar_lookup"]
@@ -22,16 +29,6 @@ def _data(B=6, N=10, d=4, seed=0, dtype=torch.float64):
     w = torch.randn(B, d, 1, generator=g, dtype=dtype)
     ys = (xs @ w).squeeze(-1) + 0.1 * torch.randn(B, N, generator=g, dtype=dtype)
     return xs, ys
-
-
-def _per_prefix(xs, ys, fit_predict):
-    """Reference loop: pred[b, i] = fit_predict(X[b,:i], y[b,:i], x[b,i]); pred[:, 0] = 0."""
-    X, Y = xs.numpy(), ys.numpy()
-    out = np.zeros(Y.shape)
-    for b in range(X.shape[0]):
-        for i in range(1, X.shape[1]):
-            out[b, i] = fit_predict(X[b, :i], Y[b, :i], X[b, i : i + 1])
-    return torch.from_numpy(out)
 
 
 def test_registry_is_the_config_group():
@@ -64,22 +61,13 @@ def test_reference_settings_are_selectable():
 def test_lasso_reference_tolerance_matches_sklearn_default():
     """tol 1e-4 stops sklearn early on under-determined prefixes; our `lasso` reproduces that (same
     algorithm and stopping rule), `lasso_exact` does not (it is the exact minimiser)."""
-    import warnings
-
-    from sklearn.linear_model import Lasso
-
     g = torch.Generator().manual_seed(11)
     B, N, d = 6, 24, 10
     xs = torch.randn(B, N, d, generator=g, dtype=torch.float64)
     w = torch.randn(B, d, 1, generator=g, dtype=torch.float64) * (torch.rand(B, d, 1, generator=g) < 0.3)
     ys = (xs @ w).squeeze(-1)
 
-    def fit(x, y, q):
-        with warnings.catch_warnings():
-            warnings.simplefilter("ignore")
-            return Lasso(alpha=0.001, fit_intercept=False, max_iter=100000).fit(x, y).predict(q)[0]
-
-    ref = _per_prefix(xs, ys, fit)
+    ref = ref_lasso(xs, ys, alpha=0.001, tol=1e-4, max_iter=100000)  # sklearn Lasso per prompt per prefix
     got = get_baseline("lasso")(xs, ys)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-6)
     exact = get_baseline("lasso_exact")(xs, ys)
@@ -136,7 +124,7 @@ def test_zero_and_vector_targets():
 
 def test_averaging_matches_loop():
     xs, ys = _data()
-    ref = _per_prefix(xs, ys, lambda X, y, x: (x @ (X * y[:, None]).mean(0))[0])
+    ref = ref_averaging(xs, ys)  # w = mean_{j<i} y_j x_j per prefix
     torch.testing.assert_close(get_baseline("averaging")(xs, ys), ref, rtol=0, atol=1e-10)
 
 
@@ -148,13 +136,13 @@ def test_knn_matches_sklearn():
     def fp(X, y, x):
         return KNeighborsRegressor(n_neighbors=min(3, len(y))).fit(X, y).predict(x)[0]
 
-    ref = _per_prefix(xs, ys, fp)
+    ref = per_prefix(xs, ys, fp)
     torch.testing.assert_close(get_baseline("knn")(xs, ys), ref, rtol=0, atol=1e-10)
 
     def fp_dist(X, y, x):
         return KNeighborsRegressor(n_neighbors=min(2, len(y)), weights="distance").fit(X, y).predict(x)[0]
 
-    ref = _per_prefix(xs, ys, fp_dist)
+    ref = per_prefix(xs, ys, fp_dist)
     got = get_baseline("knn", n_neighbors=2, weights="distance")(xs, ys)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-10)
 
@@ -169,7 +157,7 @@ def test_knn_ties_by_index():
 
 def test_least_squares_matches_numpy_all_prefixes():
     xs, ys = _data(B=8, N=12, d=5)
-    ref = _per_prefix(xs, ys, lambda X, y, x: (x @ np.linalg.lstsq(X, y, rcond=None)[0])[0])
+    ref = per_prefix(xs, ys, lambda X, y, x: (x @ np.linalg.lstsq(X, y, rcond=None)[0])[0])
     got = get_baseline("least_squares")(xs, ys)
     torch.testing.assert_close(got, ref, rtol=0, atol=1e-8)  # incl. underdetermined (min-norm)
 
@@ -177,7 +165,7 @@ def test_least_squares_matches_numpy_all_prefixes():
 def test_least_squares_rank_deficient_min_norm():
     xs, ys = _data(B=2, N=9, d=4)
     xs[:, :, 3] = xs[:, :, 0]  # duplicated feature: rank 3 for every prefix
-    ref = _per_prefix(xs, ys, lambda X, y, x: (x @ np.linalg.lstsq(X, y, rcond=None)[0])[0])
+    ref = per_prefix(xs, ys, lambda X, y, x: (x @ np.linalg.lstsq(X, y, rcond=None)[0])[0])
     torch.testing.assert_close(get_baseline("least_squares")(xs, ys), ref, rtol=0, atol=1e-8)
 
 
@@ -197,22 +185,17 @@ def test_ridge_matches_sklearn():
 
     xs, ys = _data(B=8, N=12, d=5)
     for alpha in (1.0, 0.1):
-        ref = _per_prefix(xs, ys, lambda X, y, x: Ridge(alpha=alpha, fit_intercept=False).fit(X, y).predict(x)[0])
+        ref = per_prefix(xs, ys, lambda X, y, x: Ridge(alpha=alpha, fit_intercept=False).fit(X, y).predict(x)[0])
         got = get_baseline("ridge", alpha=alpha)(xs, ys)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-9)
 
 
-def _sk_lasso(alpha):
-    from sklearn.exceptions import ConvergenceWarning
-    from sklearn.linear_model import Lasso
-
-    def fp(X, y, x):
-        with warnings.catch_warnings():
-            warnings.simplefilter("error", ConvergenceWarning)
-            m = Lasso(alpha=alpha, fit_intercept=False, tol=1e-8, max_iter=100000).fit(X, y)
-        return m.predict(x)[0]
-
-    return fp
+def _sk_lasso(xs, ys, alpha):
+    """sklearn Lasso(alpha, fit_intercept=False, tol=1e-8) per prompt per prefix; every fit converged."""
+    info = {}
+    ref = ref_lasso(xs, ys, alpha=alpha, tol=1e-8, max_iter=100000, info=info)
+    assert info["converged"].all(), "sklearn Lasso did not converge"
+    return ref
 
 
 @pytest.mark.parametrize("alpha", [0.001, 0.1])
@@ -222,7 +205,7 @@ def test_lasso_matches_sklearn(alpha):
     xs = torch.randn(B, N, d, generator=g, dtype=torch.float64)
     w = torch.randn(B, d, 1, generator=g, dtype=torch.float64) * (torch.rand(B, d, 1, generator=g) < 0.5)
     ys = (xs @ w).squeeze(-1) + 0.05 * torch.randn(B, N, generator=g, dtype=torch.float64)
-    ref = _per_prefix(xs, ys, _sk_lasso(alpha))
+    ref = _sk_lasso(xs, ys, alpha)
     est = get_baseline("lasso_exact", alpha=alpha)
     got = est(xs, ys)
     assert torch.allclose(got, ref, rtol=0, atol=1e-4), (got - ref).abs().max()
@@ -252,38 +235,23 @@ def test_lasso_solvers_kkt_and_fallback():
     # duplicated feature: non-unique w (homotopy may fail -> CD fallback) but unique predictions
     xs2, ys2 = _data(B=3, N=10, d=4, seed=6)
     xs2[:, :, 3] = xs2[:, :, 1]
-    ref = _per_prefix(xs2[:, :, :3], ys2, _sk_lasso(0.1))  # same model without the duplicate
+    ref = _sk_lasso(xs2[:, :, :3], ys2, 0.1)  # same model without the duplicate
     torch.testing.assert_close(get_baseline("lasso_exact", alpha=0.1 / 1)(xs2, ys2).double(), ref,
                                rtol=0, atol=1e-4, check_dtype=False)
 
 
 def _nn_reference(est, xs, ys, generator):
-    """Per-problem plain-torch loop (nn.Linear + torch.optim.Adam + nn.MSELoss) with the same
-    initial weights and minibatch indices that ``est(xs, ys, generator)`` draws."""
+    """Per-network plain-torch loop (nn.Linear + torch.optim.Adam + MSE, Garg's GDModel as in
+    ``refs.ref_two_layer_nn_matched``) with the same initial weights and minibatch indices that
+    ``est(xs, ys, generator)`` draws."""
     B, N, d = xs.shape
     lengths = torch.arange(1, N).repeat(B)
     params = est.init_params(lengths.numel(), d, generator, dtype=est.dtype)
     idx = [est.sample_indices(lengths, generator) for _ in range(est.n_steps)]
-    out = torch.zeros(B, N, dtype=est.dtype)
-    for p in range(lengths.numel()):
-        b, i = p // (N - 1), int(lengths[p])
-        net = torch.nn.Sequential(torch.nn.Linear(d, est.hidden_size), torch.nn.ReLU(),
-                                  torch.nn.Linear(est.hidden_size, 1)).to(est.dtype)
-        with torch.no_grad():
-            net[0].weight.copy_(params["W1"][p].T)
-            net[0].bias.copy_(params["b1"][p])
-            net[2].weight.copy_(params["W2"][p][None])
-            net[2].bias.copy_(params["b2"][p][None])
-        opt = torch.optim.Adam(net.parameters(), lr=est.lr)
-        for t in range(est.n_steps):
-            sel = idx[t][p][: min(est.batch_size, i)]
-            loss = torch.nn.functional.mse_loss(net(xs[b, sel].to(est.dtype))[:, 0], ys[b, sel].to(est.dtype))
-            opt.zero_grad()
-            loss.backward()
-            opt.step()
-        with torch.no_grad():
-            out[b, i] = net(xs[b, i : i + 1].to(est.dtype))[0, 0]
-    return out
+    init_of, indices_of = matched_draws(params, idx, B, N, est.batch_size)
+    return ref_two_layer_nn_matched(xs.to(est.dtype), ys.to(est.dtype), init_of, indices_of, range(1, N),
+                                    hidden=est.hidden_size, lr=est.lr, steps=est.n_steps, betas=est.betas,
+                                    eps=est.eps)
 
 
 @pytest.mark.parametrize("batch_size", [1, 3])
@@ -307,10 +275,8 @@ def test_two_layer_nn_fits_simple_target():
 
 
 def test_decision_tree_matches_sklearn():
-    from sklearn.tree import DecisionTreeRegressor
-
     xs, ys = _data(B=4, N=10, d=3)
-    ref = _per_prefix(xs, ys, lambda X, y, x: DecisionTreeRegressor(random_state=0).fit(X, y).predict(x)[0])
+    ref = ref_decision_tree(xs, ys, max_depth=None, random_state=0)  # sklearn, per prompt per prefix
     got = get_baseline("decision_tree")(xs.float(), ys.float())
     assert got.dtype == torch.float32 and got.shape == ys.shape and torch.all(got[:, 0] == 0)
     torch.testing.assert_close(got.double(), ref, rtol=0, atol=1e-6)
@@ -322,7 +288,7 @@ def test_gradient_boosting_matches_sklearn():
 
     xs, ys = _data(B=2, N=6, d=3)
     est = get_baseline("gradient_boosting", max_iter=20)
-    ref = _per_prefix(xs, ys, lambda X, y, x: HistGradientBoostingRegressor(**est.kw).fit(X, y).predict(x)[0])
+    ref = per_prefix(xs, ys, lambda X, y, x: HistGradientBoostingRegressor(**est.kw).fit(X, y).predict(x)[0])
     torch.testing.assert_close(est(xs, ys), ref, rtol=0, atol=1e-10)
 
 

@@ -1,4 +1,4 @@
-"""Smoke test of the side-by-side benchmark (icl_hybrids/bench.py) at tiny sizes: every entry runs, the
+"""Smoke test of the side-by-side benchmark (icl_hybrids/bench/) at tiny sizes: every entry runs, the
 result object has its structure, and our implementations agree with the references. Not a speed test."""
 import json
 
@@ -61,6 +61,24 @@ def test_mamba_scan_entry(result):
     assert TIMING <= set(e["ours"]) and TIMING <= set(e["mambapy"])
     assert e["speedup_vs_mambapy"] > 0
     assert e["max_abs_diff"] <= bench.AGREEMENT_TOL and e["max_rel_diff_grads"] <= 1e-5, e
+    # against the plain sequential reference (icl_hybrids.ops.selective_scan_ref)
+    assert e["max_abs_diff_vs_reference"] <= bench.AGREEMENT_TOL and e["max_rel_diff_grads_vs_reference"] <= 1e-5, e
+    if "torch_loop" in e:  # the pure-PyTorch scan, timed side by side
+        assert TIMING <= set(e["torch_loop"]) and e["speedup_vs_torch_loop"] > 0
+        assert e["max_abs_diff_vs_torch_loop"] <= bench.AGREEMENT_TOL, e
+
+
+def test_train_step_ratio_entry(result):
+    e = result["train_step_ratio.mamba_vs_gpt2"]
+    for k in ("gpt2", "mamba", "mamba_torch_path"):
+        assert TIMING <= set(e[k]), k
+    assert e["ratio"] > 0 and e["ratio_median"] > 0 and e["ratio_torch_path"] > 0
+    assert e["speedup_vs_torch_path"] > 0
+    assert e["max_abs_diff_vs_torch_path"] <= 1e-5, e  # kernel path and pure-PyTorch path agree
+    assert {"batch", "tokens", "n_layer", "d_model"} <= set(e["shapes"])
+    (entry, key, thr), = bench.TARGETS_MAX
+    t = result["meta"]["targets"][f"{entry}.{key}<={thr:g}"]
+    assert isinstance(t["pass"], bool) and t["value"] == e["ratio"]
 
 
 def test_evaluate_entry(result):

@@ -1,0 +1,189 @@
+"""The benchmark driver: ``run`` (every entry, the ``meta`` object and its targets) and ``main`` (the CLI
+of ``python -m icl_hybrids.bench``)."""
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import os
+import platform
+import sys
+import time
+from collections.abc import Callable
+
+import torch
+
+from .baselines import bench_baseline
+from .evaluate import bench_evaluate
+from .harness import Runner
+from .mamba import bench_mamba_scan, scan_sweep
+from .sizes import AGREEMENT_TOL, BASELINE_NAMES, SIZES, TARGETS, TARGETS_MAX, TRAIN_MODELS
+from .train_step import bench_train_step, bench_train_step_ratio
+
+
+def entry_names() -> list[str]:
+    return ([f"baselines.{n}" for n in BASELINE_NAMES] + [f"train_step.{m}" for m in TRAIN_MODELS]
+            + ["train_step_ratio.mamba_vs_gpt2", "mamba_scan", "evaluate"])
+
+
+def _device_name(dev: torch.device) -> str:
+    if dev.type == "cuda":
+        return torch.cuda.get_device_name(dev)
+    try:
+        for line in open("/proc/cpuinfo"):
+            if line.startswith("model name"):
+                return line.split(":", 1)[1].strip() + f" ({os.cpu_count()} logical cores)"
+    except OSError:
+        pass
+    return platform.processor() or platform.machine()
+
+
+def _targets(res: dict, dev: torch.device, mode: str) -> dict:
+    out = {}
+    for entry, key, thr in TARGETS:
+        if entry in res and key in res[entry]:
+            v = res[entry][key]
+            out[f"{entry}.{key}>={thr:g}"] = {"value": v, "pass": bool(v >= thr)}
+    for entry, key, thr in TARGETS_MAX:
+        if entry in res and key in res[entry]:
+            v = res[entry][key]
+            out[f"{entry}.{key}<={thr:g}"] = {"value": v, "pass": bool(v <= thr)}
+    for entry, e in res.items():
+        if isinstance(e, dict) and "max_abs_diff" in e and entry.startswith(("baselines.", "mamba_scan")):
+            v = e["max_abs_diff"]
+            out[f"{entry}.max_abs_diff<={AGREEMENT_TOL:g}"] = {"value": v, "pass": bool(v <= AGREEMENT_TOL)}
+    for k, v in out.items():
+        if mode == "tiny" and (".speedup" in k or ".ratio" in k):
+            v["note"] = "tiny sizes (tests): speed targets do not apply"
+        elif dev.type != "cpu" and (".speedup" in k or ".ratio" in k):
+            v["note"] = "the speed targets are CPU targets"
+    return out
+
+
+def run(quick: bool = False, tiny: bool = False, threads: int | None = None, only: str | None = None,
+        device: str | None = None, compile_models: bool = False,
+        log: Callable[[str], None] | None = None) -> dict:
+    """Run the benchmark entries (those whose key starts with one of the comma-separated prefixes in
+    ``only``) and return the result object (see the package docstring)."""
+    log = log or (lambda s: print(s, file=sys.stderr, flush=True))
+    mode = "tiny" if tiny else "quick" if quick else "full"
+    size = SIZES[mode]
+    dev = torch.device(device or ("cuda" if torch.cuda.is_available() else "cpu"))
+    prev_threads = torch.get_num_threads()
+    if dev.type == "cpu" or threads:
+        torch.set_num_threads(threads or 1)
+    n_threads = torch.get_num_threads()
+    limiter = None
+    try:
+        from threadpoolctl import threadpool_limits  # numpy / scikit-learn BLAS and OpenMP pools
+
+        limiter = threadpool_limits(torch.get_num_threads())
+    except ImportError:
+        pass
+    try:
+        import transformers
+
+        transformers.logging.set_verbosity_error()  # kernel-fallback notices on CPU
+    except ImportError:
+        pass
+    runner = Runner(dev, log)
+    prefixes = [p.strip() for p in only.split(",")] if only else [""]
+    todo = [k for k in entry_names() if any(k.startswith(p) for p in prefixes)]
+    res: dict = {}
+    errors = {}
+    t_start = time.perf_counter()
+    try:
+        for key in todo:
+            t0 = time.perf_counter()
+            log(f"[bench] {key} ...")
+            try:
+                if key.startswith("baselines."):
+                    e = bench_baseline(key.split(".", 1)[1], size, runner, size["reps"], size["slow_reps"])
+                elif key == "train_step_ratio.mamba_vs_gpt2":
+                    e = bench_train_step_ratio(size, runner, size["reps"])
+                elif key.startswith("train_step."):
+                    e = bench_train_step(key.split(".", 1)[1], size, runner, size["reps"], size["hf_mamba_reps"],
+                                         compile_models)
+                elif key == "mamba_scan":
+                    e = bench_mamba_scan(size, runner, size["scan_reps"])
+                else:
+                    e = bench_evaluate(mode, size, runner, size["eval_reps"])
+            except Exception as exc:  # recorded; the other entries still run
+                e = {"error": f"{type(exc).__name__}: {exc}"}
+                errors[key] = e["error"]
+            e["wall_s"] = round(time.perf_counter() - t0, 1)
+            res[key] = e
+            brief = {k: v for k, v in e.items()
+                     if k.startswith(("speedup", "max_abs", "steps_per", "min_s", "error", "ratio"))}
+            log(f"[bench] {key}: {json.dumps(brief)}")
+    finally:
+        torch.set_num_threads(prev_threads)
+        if limiter is not None:
+            limiter.unregister()
+    meta = {
+        "date": datetime.datetime.now().astimezone().isoformat(timespec="seconds"),
+        "mode": mode, "quick": quick and not tiny, "tiny": tiny,
+        "device": dev.type, "device_name": _device_name(dev), "threads": n_threads,
+        "torch": torch.__version__, "python": platform.python_version(),
+        "versions": _versions(), "command": "python -m icl_hybrids.bench" + (" --quick" if quick and not tiny else "")
+        + (" --tiny" if tiny else "") + (f" --threads {threads}" if threads else "")
+        + (f" --only {only}" if only else "") + (" --compile" if compile_models else ""),
+        "compile": compile_models,
+        "sizes": size, "memory": runner.memory.method,
+        "timing": ("interleaved reps (order alternating), perf_counter around each call (cuda: synchronized); "
+                   "speedup = reference min / ours min; *_median = ratio of medians"),
+        "wall_s": round(time.perf_counter() - t_start, 1),
+        "targets": _targets(res, dev, mode), "errors": errors,
+    }
+    return {"meta": meta, **res}
+
+
+def _versions() -> dict:
+    out = {}
+    for mod in ("transformers", "sklearn", "mambapy", "numpy", "mamba_ssm"):
+        try:
+            m = __import__(mod)
+            out[mod] = getattr(m, "__version__", "?")
+        except Exception:
+            out[mod] = None
+    return out
+
+
+def main(argv=None) -> int:
+    from . import __doc__ as doc  # the package docstring (icl_hybrids/bench/__init__.py)
+
+    ap = argparse.ArgumentParser(prog="python -m icl_hybrids.bench", description=doc.split("\n\n")[0])
+    ap.add_argument("--quick", action="store_true", help="reduced sizes (< 3 min on 2 CPU cores)")
+    ap.add_argument("--json", metavar="FILE", help="also write the result object to FILE")
+    ap.add_argument("--threads", type=int, default=None, help="torch / BLAS threads (CPU default: 1)")
+    ap.add_argument("--only", metavar="PREFIX", default=None,
+                    help="run only the entries whose key starts with PREFIX (comma-separated list), "
+                         f"keys: {', '.join(entry_names())}")
+    ap.add_argument("--compile", action="store_true",
+                    help="also time torch.compile'd gpt2 / llama train steps (trainer.compile=true; slow to start)")
+    ap.add_argument("--scan-sweep", action="store_true",
+                    help="only print the per-implementation selective-scan table (docs/mamba.md) and exit")
+    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
+    a = ap.parse_args(argv)
+    if a.scan_sweep:
+        prev = torch.get_num_threads()
+        torch.set_num_threads(a.threads or 1)
+        try:
+            res = scan_sweep(log=lambda s: print(s, file=sys.stderr, flush=True))
+        finally:
+            torch.set_num_threads(prev)
+        print(json.dumps(res, indent=1))
+        return 0
+    offline = os.environ.get("HF_HUB_OFFLINE")
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")  # transformers' kernel hub: never fetch during a benchmark
+    try:
+        res = run(quick=a.quick, tiny=a.tiny, threads=a.threads, only=a.only, compile_models=a.compile)
+    finally:
+        if offline is None:
+            os.environ.pop("HF_HUB_OFFLINE", None)
+    text = json.dumps(res, indent=1)
+    print(text)
+    if a.json:
+        with open(a.json, "w") as f:
+            f.write(text + "\n")
+    return 1 if res["meta"]["errors"] else 0
