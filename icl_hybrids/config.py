@@ -11,7 +11,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, Optional
 
-from omegaconf import DictConfig, OmegaConf
+from omegaconf import MISSING, DictConfig, OmegaConf
 from omegaconf.errors import OmegaConfBaseException
 
 CONF_DIR = Path(__file__).resolve().parent.parent / "conf"
@@ -22,78 +22,80 @@ class ConfigError(ValueError):
 
 
 # ---- schema ----------------------------------------------------------------------------------------
+# Types only: every value, default included, comes from the YAML tree (conf/), the one source of defaults;
+# a field the composed config lacks is reported as missing. Tasks keep defaults for their optional keys.
 @dataclass
 class TaskSchema:
-    n_dims: int = 20
-    n_points: int = 41
+    n_dims: int = MISSING
+    n_points: int = MISSING
+    baseline: str = MISSING
     sparsity: Optional[int] = None
-    curriculum_points_start: int = 11
+    curriculum_points_start: int = 1
     curriculum_points_inc: int = 0
-    baseline: str = "zero"
 
 
 @dataclass
 class ModelSchema:
-    d_model: int = 256
-    n_layer: int = 12
-    n_head: int = 8
-    init_std: float = 0.02
+    d_model: int = MISSING
+    n_layer: int = MISSING
+    n_head: int = MISSING
+    init_std: float = MISSING
 
 
 @dataclass
 class ScheduleSchema:
-    start: int = 1
-    end: int = 1
-    inc: int = 0
-    interval: int = 1
+    start: int = MISSING
+    end: int = MISSING
+    inc: int = MISSING
+    interval: int = MISSING
 
 
 @dataclass
 class CurriculumSchema:
-    enabled: bool = True
-    dims: ScheduleSchema = field(default_factory=ScheduleSchema)
-    points: ScheduleSchema = field(default_factory=ScheduleSchema)
+    enabled: bool = MISSING
+    dims: ScheduleSchema = MISSING
+    points: ScheduleSchema = MISSING
 
 
 @dataclass
 class OptimSchema:
-    lr: float = 1e-4
-    betas: list[float] = field(default_factory=lambda: [0.9, 0.999])
-    eps: float = 1e-8
-    weight_decay: float = 0.0
-    batch_size: int = 64
-    warmup_steps: int = 0
-    foreach: bool = True
-    fused: bool = False
+    lr: float = MISSING
+    betas: list[float] = MISSING
+    eps: float = MISSING
+    weight_decay: float = MISSING
+    batch_size: int = MISSING
+    warmup_steps: int = MISSING
+    foreach: bool = MISSING
+    fused: bool = MISSING
 
 
 @dataclass
 class TrainerSchema:
-    max_steps: int = 500000
-    accelerator: str = "auto"
-    devices: int = 1
-    precision: str = "32-true"
-    ckpt_every_n_steps: int = 50000
-    last_ckpt_every_n_steps: int = 1000
-    log_every_n_steps: int = 100
-    gradient_clip_val: Optional[float] = None
-    progress_bar: bool = True
-    num_threads: Optional[int] = None
-    compile: bool = False
-    deterministic: bool = False
+    max_steps: int = MISSING
+    accelerator: str = MISSING
+    devices: int = MISSING
+    precision: str = MISSING
+    ckpt_every_n_steps: int = MISSING
+    last_ckpt_every_n_steps: int = MISSING
+    log_every_n_steps: int = MISSING
+    gradient_clip_val: Optional[float] = MISSING
+    progress_bar: bool = MISSING
+    num_threads: Optional[int] = MISSING
+    compile: bool = MISSING
+    deterministic: bool = MISSING
 
 
 @dataclass
 class EvalSchema:
-    n_prompts: int = 1280
-    batch_size: int = 256
-    every_n_steps: int = 10000
-    baselines: list[str] = field(default_factory=list)
-    positions: Optional[Any] = None
-    seed_offset: int = 1000003
-    chunk_prompts: Optional[int] = 65536
-    shift: Optional[str] = None
-    cache_dir: Optional[str] = None
+    n_prompts: int = MISSING
+    batch_size: int = MISSING
+    every_n_steps: int = MISSING
+    baselines: list[str] = MISSING
+    positions: Optional[Any] = MISSING
+    seed_offset: int = MISSING
+    chunk_prompts: Optional[int] = MISSING
+    shift: Optional[str] = MISSING
+    cache_dir: Optional[str] = MISSING
 
 
 SCHEMA = {"task": TaskSchema, "model": ModelSchema, "curriculum": CurriculumSchema, "optim": OptimSchema,
@@ -112,7 +114,11 @@ def _typed(section: str, node) -> Any:
         value = getattr(e, "value", None)
         ftype = {f.name: f.type for f in dataclasses.fields(schema)}.get(key.split(".")[0], "?")
         raise ConfigError(f"{section}.{key}={value!r}: expected {getattr(ftype, '__name__', ftype)}") from None
-    return OmegaConf.to_object(merged)
+    try:
+        return OmegaConf.to_object(merged)
+    except OmegaConfBaseException as e:  # a key no YAML of the composed config sets
+        key = getattr(e, "full_key", None) or "?"
+        raise ConfigError(f"{section}.{key}: missing (no config sets it; add it to your YAML or the command line)") from None
 
 
 def _need(ok: bool, key: str, value, allowed: str) -> None:

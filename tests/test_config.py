@@ -72,3 +72,26 @@ def test_cli_bad_input_exit_code_no_traceback(tmp_path):
         assert p.returncode == 2, p.stderr
         assert "Traceback" not in p.stderr and msg in p.stderr
         assert len(p.stderr.strip().splitlines()) == 1, p.stderr
+
+
+def test_one_source_of_defaults_the_yaml_tree():
+    """The schema dataclasses carry types only: every default comes from conf/ (a key no YAML sets is a
+    one-line 'missing' error, not a silent schema default); tasks keep defaults for their optional keys."""
+    import dataclasses
+
+    from omegaconf import MISSING, OmegaConf
+
+    from icl_hybrids.config import SCHEMA
+
+    for section, schema in SCHEMA.items():
+        for f in dataclasses.fields(schema):
+            if section == "task" and f.name in ("sparsity", "curriculum_points_start", "curriculum_points_inc"):
+                continue
+            assert f.default is MISSING, f"{section}.{f.name} has a schema default"
+    cfg = compose_config(["experiment=smoke"])
+    validate(cfg)
+    OmegaConf.set_struct(cfg, False)
+    del cfg.optim["eps"]
+    with pytest.raises(ConfigError, match=r"^optim.eps: missing"):
+        validate(cfg)
+    assert OmegaConf.to_container(compose_config([]).optim)["warmup_steps"] == 0
