@@ -30,6 +30,8 @@ CI95 = {"linear": None, "sparse_linear": 0.001, "mlp": 0.06, "decision_tree": 0.
 MODEL_IDS = {"gpt2": "1", "gpt2_rms": "1.1", "gpt2_rope": "1.2", "gpt2_swiglu": "1.3", "gpt2_rms_swiglu": "1.4",
              "gpt2_rms_rope": "1.5", "gpt2_rope_swiglu": "1.6", "llama": "2", "llama_mamba_pos": "2.1",
              "llama_mamba_ffn": "2.2", "llama_mamba_pos_ffn": "2.3", "mamba": "3"}
+#: Park et al.'s hybrids (MambaFormer paper), not in Table 3: listed after the paper's twelve.
+PARK_MODELS = ("mambaformer", "standard_hybrid")
 #: Trained models the paper used as the baseline of a task (* in Table 3): scored against them.
 REFERENCE_MODELS = {"decision_tree": "gpt2", "sparse_parity": "mamba"}
 #: The baseline configuration (conf/baseline/) the paper's code scored the other tasks against.
@@ -39,6 +41,17 @@ STEPS = {"sparse_parity": 200_000}
 DEFAULT_STEPS = 500_000
 #: The architecture profile that builds models as the paper's code does (conf/model/profile/).
 PROFILE = "paper_code"
+
+
+def model_label(model: str) -> str:
+    """The paper's id of a model ("1.4"), "Park" for Park et al.'s hybrids, "-" otherwise."""
+    return MODEL_IDS.get(model) or ("Park" if model in PARK_MODELS else "-")
+
+
+def model_order(names) -> list[str]:
+    """The paper's twelve in Table 3 order, then Park's, then the rest alphabetically."""
+    rank = {m: i for i, m in enumerate([*MODEL_IDS, *PARK_MODELS])}
+    return sorted(names, key=lambda m: (rank.get(m, len(rank)), m))
 
 
 def paper_value(task: str, model: str) -> float | None:

@@ -6,18 +6,11 @@ from __future__ import annotations
 import sys
 
 from ..config import compose_config, group_options
+from ..paper import model_label, model_order
 from .model import build_model
 
-PAPER_ORDER = ["gpt2", "gpt2_rms", "gpt2_rope", "gpt2_swiglu", "gpt2_rms_swiglu", "gpt2_rms_rope",
-               "gpt2_rope_swiglu", "llama", "llama_mamba_pos", "llama_mamba_ffn", "llama_mamba_pos_ffn", "mamba",
-               "mambaformer", "standard_hybrid"]
-PAPER_ID = dict(zip(PAPER_ORDER, ["1", "1.1", "1.2", "1.3", "1.4", "1.5", "1.6", "2", "2.1", "2.2", "2.3", "3",
-                                  "Park", "Park"]))
-
-
 def rows():
-    names = PAPER_ORDER + [n for n in group_options("model") if n not in PAPER_ORDER]
-    for name in names:
+    for name in model_order(group_options("model")):
         out = {}
         for profile in ("cleaned", "paper_code"):
             for task in ("linear", "mqar"):
@@ -29,7 +22,7 @@ def rows():
         c = cfg.model
         short = lambda node: (node.get("_target_", "") or "none").rsplit(".", 1)[-1] if node else "none"  # noqa: E731
         mixer = "/".join(short(x) for x in c.mixer.cycle) if "cycle" in c.mixer else short(c.mixer)
-        yield (PAPER_ID.get(name, "-"), name, short(c.positional), mixer, short(c.ffn), short(c.norm),
+        yield (model_label(name), name, short(c.positional), mixer, short(c.ffn), short(c.norm),
                out["cleaned", "linear"], out["paper_code", "linear"], out["cleaned", "mqar"], out["paper_code", "mqar"])
 
 
