@@ -19,6 +19,44 @@ def fail(msg: str, code: int = 2):
     sys.exit(code)
 
 
+def parse_kv(argv: list[str], defaults: dict, *, prog: str, doc: str, help: dict | None = None) -> dict | None:
+    """The tools' shared argument style (docs/cli.md): ``key=value`` over ``defaults``, values parsed like Hydra's
+    (``true``, ``3``, ``1e-4``, ``[a,b]``, ``null``) and typed by the default (a ``None`` default takes anything).
+    ``-h``/``--help`` prints ``doc`` and the keys and returns None; bad input raises ``ConfigError``, one line."""
+    from hydra.core.override_parser.overrides_parser import OverridesParser
+    from hydra.errors import HydraException
+
+    if any(a in ("-h", "--help") for a in argv):
+        print(doc.strip() + "\n\nkeys (key=value; default):")
+        for k, v in defaults.items():
+            print(f"  {k}={'null' if v is None else str(v).lower() if isinstance(v, bool) else v}"
+                  + (f"    {help[k]}" if help and k in help else ""))
+        return None
+    out, allowed = dict(defaults), ", ".join(defaults)
+    parser = OverridesParser.create()
+    for a in argv:
+        key, eq, raw = a.partition("=")
+        if not defaults:
+            raise ConfigError(f"{a}: {prog} takes no arguments (see {prog} --help)")
+        if not eq or key not in defaults:
+            raise ConfigError(f"{a}: expected key=value with key one of: {allowed} (see {prog} --help)")
+        try:
+            ov = parser.parse_overrides([f"{key}={raw}"])[0] if raw != "" else None
+            value = "" if ov is None else raw if ov.is_sweep_override() else ov.value()  # a,b: a plain string
+        except HydraException as e:
+            raise ConfigError(f"{a}: {_first_line(e)}") from None
+        want = defaults[key]
+        ok = (want is None or (isinstance(want, bool) and isinstance(value, bool))
+              or (not isinstance(want, bool) and isinstance(want, int) and isinstance(value, int)
+                  and not isinstance(value, bool))
+              or (isinstance(want, float) and isinstance(value, (int, float)) and not isinstance(value, bool))
+              or (isinstance(want, str) and isinstance(value, (str, int, float)) and not isinstance(value, bool)))
+        if not ok:
+            raise ConfigError(f"{key}={raw!r}: expected {type(want).__name__}")
+        out[key] = str(value) if isinstance(want, str) else value
+    return out
+
+
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(e).__name__

@@ -90,7 +90,7 @@ def test_evaluate_entry(result):
 
 def test_only_and_cli(tmp_path, capsys):
     out = tmp_path / "b.json"
-    rc = bench.main(["--tiny", "--only", "baselines.averaging,mamba", "--json", str(out)])
+    rc = bench.main(["tiny=true", "only=baselines.averaging,mamba", f"json={out}"])
     assert rc == 0
     printed = json.loads(capsys.readouterr().out)
     written = json.loads(out.read_text())

@@ -1,9 +1,9 @@
 """Side-by-side speed benchmarks (issue "Performance"; results and method in docs/performance.md).
 
-    python -m icl_hybrids.bench [--quick] [--json FILE] [--threads N] [--only PREFIX[,PREFIX]] [--compile]
+    python -m icl_hybrids.bench [quick=true] [json=FILE] [threads=N] [only=PREFIX[,PREFIX]] [compile=true]
 
 Every comparison runs in this process, on the current device (CUDA if available, else CPU with
-``--threads`` intra-op threads, default 1). The two implementations of an entry are interleaved rep by
+``threads=`` intra-op threads, default 1). The two implementations of an entry are interleaved rep by
 rep (order alternating each rep), so load from other processes on a shared machine hits both alike.
 Reported per implementation: ``min_s`` and ``median_s`` over the timed reps and ``peak_mem_mb`` of one
 extra, untimed call (the warm-up). ``speedup`` = reference min / ours min (``speedup_median``: of the
@@ -22,7 +22,7 @@ medians). Entries (top-level keys of the printed JSON object):
 * ``evaluate``: seconds for one checkpoint's evaluation (prompts, model, baselines, summary).
 * ``meta``: versions, device, threads, sizes, the memory method and the ``targets`` with pass/fail.
 
-``python -m icl_hybrids.bench --scan-sweep`` prints the older per-implementation scan table (every
+``python -m icl_hybrids.bench scan_sweep=true`` prints the older per-implementation scan table (every
 ``ops`` scan x chunk sizes at two sizes, and mambapy's ``pscan``; docs/mamba.md).
 
 Layout: :mod:`.harness` (``Runner``: interleaved timing and peak memory; the JSON number helpers),

@@ -1,4 +1,4 @@
-"""``python -m icl_hybrids.bench [--quick] [--json FILE] ...``: see ``icl_hybrids.bench`` and ``--help``."""
+"""``python -m icl_hybrids.bench [quick=true] [json=FILE] ...``: see ``icl_hybrids.bench`` and ``--help``."""
 import sys
 
 from .driver import main

@@ -125,7 +125,7 @@ def run(quick: bool = False, tiny: bool = False, threads: int | None = None, onl
         "mode": mode, "quick": quick and not tiny, "tiny": tiny,
         "device": dev.type, "device_name": _device_name(dev), "threads": n_threads,
         "torch": torch.__version__, "python": platform.python_version(),
-        "versions": _versions(), "command": "python -m icl_hybrids.bench" + (" --quick" if quick and not tiny else "")
+        "versions": _versions(), "command": "python -m icl_hybrids.bench" + (" quick=true" if quick and not tiny else "")
         + (" --tiny" if tiny else "") + (f" --threads {threads}" if threads else "")
         + (f" --only {only}" if only else "") + (" --compile" if compile_models else ""),
         "compile": compile_models,
@@ -149,22 +149,30 @@ def _versions() -> dict:
     return out
 
 
+DEFAULTS = {"quick": False, "json": None, "threads": None, "only": None, "compile": False, "scan_sweep": False,
+            "tiny": False}
+HELP = {"quick": "reduced sizes (< 3 min on 2 CPU cores)", "json": "also write the result object to this file",
+        "threads": "torch / BLAS threads (CPU default: 1)",
+        "only": "run only the entries whose key starts with this prefix (comma-separated list)",
+        "compile": "also time torch.compile'd gpt2 / llama train steps (slow to start)",
+        "scan_sweep": "only print the per-implementation selective-scan table (docs/mamba.md) and exit",
+        "tiny": "test sizes (seconds; what tests/test_bench.py runs)"}
+
+
 def main(argv=None) -> int:
+    from ..cli import parse_kv
+    from ..config import ConfigError
     from . import __doc__ as doc  # the package docstring (icl_hybrids/bench/__init__.py)
 
-    ap = argparse.ArgumentParser(prog="python -m icl_hybrids.bench", description=doc.split("\n\n")[0])
-    ap.add_argument("--quick", action="store_true", help="reduced sizes (< 3 min on 2 CPU cores)")
-    ap.add_argument("--json", metavar="FILE", help="also write the result object to FILE")
-    ap.add_argument("--threads", type=int, default=None, help="torch / BLAS threads (CPU default: 1)")
-    ap.add_argument("--only", metavar="PREFIX", default=None,
-                    help="run only the entries whose key starts with PREFIX (comma-separated list), "
-                         f"keys: {', '.join(entry_names())}")
-    ap.add_argument("--compile", action="store_true",
-                    help="also time torch.compile'd gpt2 / llama train steps (trainer.compile=true; slow to start)")
-    ap.add_argument("--scan-sweep", action="store_true",
-                    help="only print the per-implementation selective-scan table (docs/mamba.md) and exit")
-    ap.add_argument("--tiny", action="store_true", help=argparse.SUPPRESS)
-    a = ap.parse_args(argv)
+    try:
+        kw = parse_kv(list(sys.argv[1:] if argv is None else argv), DEFAULTS, prog="python -m icl_hybrids.bench",
+                      doc=doc + "\nentries: " + ", ".join(entry_names()), help=HELP)
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if kw is None:
+        return 0
+    a = argparse.Namespace(**kw)
     if a.scan_sweep:
         prev = torch.get_num_threads()
         torch.set_num_threads(a.threads or 1)

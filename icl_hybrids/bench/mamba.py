@@ -1,5 +1,5 @@
 """``mamba_scan``: our default selective scan vs mambapy's pscan and our pure-PyTorch loop; and the
-``--scan-sweep`` table."""
+``scan_sweep=true`` table."""
 from __future__ import annotations
 
 import json
@@ -80,7 +80,7 @@ def bench_mamba_scan(size: dict, runner: Runner, reps: int) -> dict:
 def scan_sweep(shapes=((64, 82, 1024, 16), (64, 22, 256, 16)), chunk_sizes=(4, 8, 16), reps: int = 3,
                log: Callable[[str], None] | None = None) -> dict:  # pragma: no cover
     """Every ``ops`` scan (x chunk sizes for the pure-PyTorch ones) and mambapy's ``pscan``, fwd + bwd
-    incl. D/z gating, best of ``reps`` (CPU, current threads): ``python -m icl_hybrids.bench --scan-sweep``.
+    incl. D/z gating, best of ``reps`` (CPU, current threads): ``python -m icl_hybrids.bench scan_sweep=true``.
     Moved here from ``models/mamba.py``; the table in docs/mamba.md."""
     from ..ops import selective_scan as S
 

@@ -1,4 +1,4 @@
-"""python -m icl_hybrids.models [--markdown]: the named architectures, their composition and parameter
+"""python -m icl_hybrids.models: the named architectures, their composition and parameter
 counts at paper size (d_model 256, 12 layers, 8 heads, d=20) and at the MQAR size (128, 2 layers), under the
 cleaned profile (the default) and under model/profile=paper_code (as the paper's code builds them)."""
 from __future__ import annotations
@@ -27,6 +27,15 @@ def rows():
 
 
 def main(argv) -> int:
+    from ..cli import parse_kv
+    from ..config import ConfigError
+
+    try:
+        if parse_kv(list(argv), {}, prog="python -m icl_hybrids.models", doc=__doc__) is None:
+            return 0
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
     header = ("id", "model", "positional", "mixer", "ffn", "norm", "params (paper size)", "paper_code (paper size)",
               "params (MQAR size)", "paper_code (MQAR size)")
     table = [header] + [tuple(str(v) if not isinstance(v, int) else f"{v:,}" for v in r) for r in rows()]
