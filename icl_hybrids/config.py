@@ -7,7 +7,7 @@ All problems surface as one ``ConfigError`` line: the key, the bad value and wha
 from __future__ import annotations
 
 import dataclasses
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Optional
 

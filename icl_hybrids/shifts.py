@@ -48,6 +48,7 @@ from torch import Tensor
 from .config import ConfigError
 from .tasks import Task
 
+
 def gaussian_x(task: Task) -> bool:
     """x-shifts need Gaussian inputs and scalar targets (the task says: ``Task.x_distribution``)."""
     return task.x_distribution == "gaussian" and task.y_dim == 1

@@ -77,8 +77,7 @@ def test_lasso_reference_tolerance_matches_sklearn_default():
 
 
 def test_baseline_overrides_reach_the_estimator_and_the_cache_key():
-    from icl_hybrids.config import compose_config, validate
-    from icl_hybrids.config import ConfigError
+    from icl_hybrids.config import ConfigError, compose_config, validate
     from icl_hybrids.evaluation import baseline_kwargs
     from icl_hybrids.lit import build_task
 
@@ -185,7 +184,7 @@ def test_ridge_matches_sklearn():
 
     xs, ys = _data(B=8, N=12, d=5)
     for alpha in (1.0, 0.1):
-        ref = per_prefix(xs, ys, lambda X, y, x: Ridge(alpha=alpha, fit_intercept=False).fit(X, y).predict(x)[0])
+        ref = per_prefix(xs, ys, lambda X, y, x, a=alpha: Ridge(alpha=a, fit_intercept=False).fit(X, y).predict(x)[0])
         got = get_baseline("ridge", alpha=alpha)(xs, ys)
         torch.testing.assert_close(got, ref, rtol=0, atol=1e-9)
 

@@ -1,8 +1,15 @@
 """Evaluation statistics: disjoint train/eval seed spaces, chunked evaluation, the delta-method CI."""
 import torch
 
-from icl_hybrids.evaluation import (EVAL_SEED_BASE, FixedEvaluation, eval_chunks, eval_prompts, format_score,
-                                    summarize, summarize_errors)
+from icl_hybrids.evaluation import (
+    EVAL_SEED_BASE,
+    FixedEvaluation,
+    eval_chunks,
+    eval_prompts,
+    format_score,
+    summarize,
+    summarize_errors,
+)
 from icl_hybrids.metrics import icl_score_ci, icl_score_ci_delta
 from icl_hybrids.tasks import LinearRegression, VectorMQAR
 

@@ -20,6 +20,7 @@ import torch.nn.functional as F
 
 from icl_hybrids.models.mamba import AUTO_SCAN, MambaMixer, cuda_kernels_available
 from icl_hybrids.ops import (
+    _cpu_kernel,
     cpu_kernel_available,
     scan_blc,
     selective_scan_chunked,
@@ -27,7 +28,6 @@ from icl_hybrids.ops import (
     selective_scan_loop,
     selective_scan_ref,
 )
-from icl_hybrids.ops import _cpu_kernel
 from icl_hybrids.ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref
 
 SCANS = {"loop": selective_scan_loop, "chunked": selective_scan_chunked,

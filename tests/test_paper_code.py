@@ -20,6 +20,7 @@ from icl_hybrids.models.model import CLEANED, build_model, interleave  # noqa: E
 torch.set_num_threads(1)
 
 from .conftest import PAPER_MODELS  # noqa: E402  (icl_hybrids.paper's twelve)
+
 N_POSITIONS = 141  # P: conf/include/models/{base,composed}.yml
 
 # P's conf/include/models/composed.yml blocks (one layer each); our name -> (prefix, block, final norm)
@@ -72,7 +73,12 @@ class PHybridBackbone(nn.Module):
                                              conv_kernel=4, use_cache=False)
         mamba_cfg.residual_in_fp32 = False  # P: True, a no-op in float32; off so the float64 test stays float64
         from transformers.models.gpt2.modeling_gpt2 import GPT2MLP, GPT2Attention
-        from transformers.models.llama.modeling_llama import LlamaAttention, LlamaMLP, LlamaRMSNorm, LlamaRotaryEmbedding
+        from transformers.models.llama.modeling_llama import (
+            LlamaAttention,
+            LlamaMLP,
+            LlamaRMSNorm,
+            LlamaRotaryEmbedding,
+        )
         from transformers.models.mamba.modeling_mamba import MambaBlock
 
         make = {

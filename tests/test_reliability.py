@@ -109,7 +109,8 @@ def test_second_live_run_is_refused_and_stale_lock_taken_over(tmp_path):
         holder.release()
     # a lock file left by a killed process (no flock held) is taken over
     p = subprocess.Popen([PY, "-c", "import sys; sys.path.insert(0, sys.argv[2]);"
-                          "from icl_hybrids.io import RunLock; lk = RunLock(sys.argv[1]); lk.acquire(); import time; time.sleep(60)",
+                          "from icl_hybrids.io import RunLock; lk = RunLock(sys.argv[1]); lk.acquire(); "
+                          "import time; time.sleep(60)",
                           str(d), str(ROOT)])
     for _ in range(100):
         if (d / ".lock").exists() and f"pid {p.pid} " in (d / ".lock").read_text():
@@ -266,9 +267,10 @@ def test_memory_estimate_refuses(bad, tmp_path):
 
 
 def test_memory_estimate_small_config(tmp_path):
+    from omegaconf import OmegaConf
+
     from icl_hybrids.lit import build_task
     from icl_hybrids.train import memory_estimate
-    from omegaconf import OmegaConf
 
     r = OmegaConf.to_container(smoke(tmp_path), resolve=True)
     est = memory_estimate(r, build_task(OmegaConf.create(r["task"])))

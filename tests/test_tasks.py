@@ -6,7 +6,14 @@ import torch
 
 from icl_hybrids.config import compose_config
 from icl_hybrids.lit import build_task
-from icl_hybrids.tasks import DecisionTree, LinearRegression, MLPRegression, SparseLinearRegression, SparseParity, VectorMQAR
+from icl_hybrids.tasks import (
+    DecisionTree,
+    LinearRegression,
+    MLPRegression,
+    SparseLinearRegression,
+    SparseParity,
+    VectorMQAR,
+)
 
 from .conftest import TASKS  # noqa: E402  (derived from conf/)
 

@@ -2,7 +2,8 @@
 
 These are the one exception to "batched in torch": trees cannot be batched, so each prompt
 is handled by one joblib task (``n_jobs`` workers, default 1; ``backend`` as in joblib)
-that fits one regressor (single-threaded) per prefix length ``i = 1..N-1`` on ``(xs[b, :i], ys[b, :i])`` and predicts ``xs[b, i]``.
+that fits one regressor (single-threaded) per prefix length ``i = 1..N-1`` on ``(xs[b, :i], ys[b, :i])`` and
+predicts ``xs[b, i]``.
 Position 0 predicts 0. Inputs are moved to CPU float64; the output goes back to the device
 and dtype of ``ys``.
 """

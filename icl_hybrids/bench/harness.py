@@ -113,7 +113,7 @@ class Runner:
                 fns[k]()
                 _sync(self.device)
                 out[k]["times"].append(time.perf_counter() - t0)
-        for k, v in out.items():
+        for v in out.values():
             t = v.pop("times")
             v.update(min_s=min(t), median_s=statistics.median(t), reps=len(t))
         return out

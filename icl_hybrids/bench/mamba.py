@@ -92,15 +92,15 @@ def scan_sweep(shapes=((64, 82, 1024, 16), (64, 22, 256, 16)), chunk_sizes=(4, 8
         A = -torch.arange(1, N + 1, dtype=torch.float32).repeat(Dn, 1)
         Bm, Cm = torch.randn(Bsz, T, N), torch.randn(Bsz, T, N)
         Dv, z = torch.ones(Dn), torch.randn(Bsz, T, Dn)
-        fns = {"cpp": lambda u_, d_, A_, B_, C_: S.scan_blc(u_, d_, A_, B_, C_, Dv, z, method="cpp")}
+        fns = {"cpp": lambda u_, d_, A_, B_, C_, Dv=Dv, z=z: S.scan_blc(u_, d_, A_, B_, C_, Dv, z, method="cpp")}
         for method in ("loop", "chunked"):
             for cs in chunk_sizes:
-                fns[f"{method}(chunk={cs})"] = (lambda u_, d_, A_, B_, C_, m=method, c=cs:
+                fns[f"{method}(chunk={cs})"] = (lambda u_, d_, A_, B_, C_, m=method, c=cs, Dv=Dv, z=z:
                                                 S.scan_blc(u_, d_, A_, B_, C_, Dv, z, method=m, chunk_size=c))
         try:
             import mambapy.pscan  # noqa: F401
 
-            fns["mambapy.pscan"] = lambda u_, d_, A_, B_, C_: mambapy_scan(u_, d_, A_, B_, C_, Dv, z)
+            fns["mambapy.pscan"] = lambda u_, d_, A_, B_, C_, Dv=Dv, z=z: mambapy_scan(u_, d_, A_, B_, C_, Dv, z)
         except ImportError:
             pass
         best = {k: float("inf") for k in fns}

@@ -9,6 +9,7 @@ from ..config import compose_config, group_options
 from ..paper import model_label, model_order
 from .model import build_model
 
+
 def rows():
     for name in model_order(group_options("model")):
         out = {}

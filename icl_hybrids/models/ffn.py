@@ -1,8 +1,8 @@
 """Feed-forward networks for the second half of a block."""
 from __future__ import annotations
 
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 
 class GeluMLP(nn.Module):

@@ -133,15 +133,15 @@ def _load() -> ctypes.CDLL | None:
             lib = ctypes.CDLL(path)
             if lib.ss_abi_version() != 2:
                 raise RuntimeError("ABI version mismatch")
-            P, I64, I = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
+            P, I64, I32 = ctypes.c_void_p, ctypes.c_int64, ctypes.c_int
             for sfx in ("f32", "f64"):
-                getattr(lib, f"ss_fwd_{sfx}").argtypes = [P] * 8 + [I64] * 5 + [I]
+                getattr(lib, f"ss_fwd_{sfx}").argtypes = [P] * 8 + [I64] * 5 + [I32]
                 getattr(lib, f"ss_fwd_{sfx}").restype = None
-                getattr(lib, f"ss_bwd_{sfx}").argtypes = [P] * 15 + [I64] * 5 + [I]
+                getattr(lib, f"ss_bwd_{sfx}").argtypes = [P] * 15 + [I64] * 5 + [I32]
                 getattr(lib, f"ss_bwd_{sfx}").restype = None
-                getattr(lib, f"conv_fwd_{sfx}").argtypes = [P, I64, P, P, P] + [I64] * 4 + [I, I]
+                getattr(lib, f"conv_fwd_{sfx}").argtypes = [P, I64, P, P, P] + [I64] * 4 + [I32, I32]
                 getattr(lib, f"conv_fwd_{sfx}").restype = None
-                getattr(lib, f"conv_bwd_{sfx}").argtypes = [P, I64, P, P, P, P, P, P] + [I64] * 4 + [I, I]
+                getattr(lib, f"conv_bwd_{sfx}").argtypes = [P, I64, P, P, P, P, P, P] + [I64] * 4 + [I32, I32]
                 getattr(lib, f"conv_bwd_{sfx}").restype = None
             _lib, _path = lib, path
         except Exception as e:  # no compiler, failed build, unloadable library: torch fallback
