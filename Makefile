@@ -13,12 +13,17 @@ endif
 PY := $(VENV)/bin/python
 PIP := $(PY) -m pip
 STAMP := $(VENV)/.icl_hybrids-installed
-# The torch pin: 2.13.0 (a CPU wheel on CPU machines; never a CUDA build pulled by a range).
+# torch: pyproject.toml takes a range (TORCH_RANGE); when torch is absent, or outside the range, the pin
+# is installed first (a CPU wheel on CPU machines; never a CUDA build pulled in by the range).
 TORCH_PIN := torch==2.13.0
+TORCH_RANGE := >=2.4,<2.14
+# the same range as (major, minor) bounds, checked without `packaging` (a fresh venv may not have it)
+TORCH_OK := import re, sys, torch; v = tuple(map(int, re.match(r"(\d+)\.(\d+)", torch.__version__).groups())); \
+  sys.exit(0 if (2, 4) <= v < (2, 14) else 1)
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo test test-fast sweep-plan sweep-cpu sweep-slurm table3 figures bench models clean
+.PHONY: help install demo test test-fast sweep-plan sweep-cpu sweep-slurm table3 figures replicate-cpu bench models clean
 
 help:
 	@echo "make demo    - install if needed, then a real CPU training run with score + plot"
@@ -26,15 +31,15 @@ help:
 	@echo "make models  - table of the named architectures and their parameter counts"
 	@echo "make bench   - side-by-side speed benchmark (quick mode)"
 	@echo "make sweep-plan | sweep-cpu | sweep-slurm | table3 | figures  (see README)"
+	@echo "make replicate-cpu - reduced-scale replication of the paper's claims (~1 h on 2 cores) -> docs/replication.md"
 
 $(PY):
 	python3 -m venv $(VENV)
 
 $(STAMP): pyproject.toml | $(PY)
 	$(PIP) install -q --upgrade "pip>=23"
-	@# Keep a torch that is already there (e.g. a CUDA build of 2.13.0); otherwise take the pin,
-	@# which resolves to the local CPU wheel on CPU machines.
-	@if $(PY) -c "import torch, sys; sys.exit(0 if torch.__version__.startswith('2.13.0') else 1)" 2>/dev/null; then \
+	@# Keep a torch that is already there (CUDA or CPU build) when it satisfies the range; otherwise take the pin.
+	@if $(PY) -c '$(TORCH_OK)' 2>/dev/null; then \
 	  echo "keeping installed torch $$($(PY) -c 'import torch; print(torch.__version__)')"; \
 	else $(PIP) install -q "$(TORCH_PIN)"; fi
 	$(PIP) install -q -e ".[dev]"
@@ -55,7 +60,7 @@ models: install
 	$(PY) -m icl_hybrids.models
 
 bench: install
-	$(PY) -m icl_hybrids.bench --quick
+	$(PY) -m icl_hybrids.bench quick=true
 
 clean:
 	rm -rf outputs demo_outputs .pytest_cache
@@ -96,3 +101,13 @@ table3: install
 
 figures: install
 	$(PY) -m icl_hybrids.aggregate $(SWEEP) --figures-only
+
+# ---- replication at CPU scale (docs/replication.md) -----------------------------------------------------
+# make replicate-cpu [JOBS=2] [ARGS="..."]   the claim groups (conf/experiment/replicate_cpu_*.yaml), resumable,
+#                                            then docs/replication.md + docs/replication/*.png from the results
+REPLICATE ?= multirun_outputs/replicate_cpu
+
+# (the report is written even when a run failed; the target then exits with the run's status)
+replicate-cpu: install
+	$(PY) -m icl_hybrids.replicate run -j $(JOBS) $(ARGS); rc=$$?; \
+	$(PY) -m icl_hybrids.replicate report $(REPLICATE) && exit $$rc

@@ -8,6 +8,7 @@ from pathlib import Path
 
 import lightning as L
 import torch
+from lightning.pytorch.callbacks import ProgressBar
 from omegaconf import OmegaConf
 
 from .evaluation import FixedEvaluation, format_score, score_positions
@@ -56,20 +57,29 @@ class AtomicCheckpoint(L.Callback):
     """``last.ckpt`` every ``last_every`` steps and at the end (written to a temp file, then renamed, so a
     kill never leaves a broken checkpoint), and ``step<k>.ckpt`` every ``every`` steps (kept: trajectories).
 
+    last.ckpt holds everything (bitwise resume); the step checkpoints leave the optimizer state out unless
+    ``step_optimizer_state`` (a third of the bytes: docs/sweeps.md "Checkpoint sizes"). A resume that falls
+    back to one (train.choose_resume: last.ckpt damaged) continues at its step with fresh Adam moments.
+
     The temp name is unique per writer (pid and rank) and removed if the write fails (full disk); only
     global rank 0 renames (Lightning writes the file on rank 0 only). With a ``guard``, nothing is written
     once the loss or the weights are not finite: the last finite checkpoint stays untouched. On SIGTERM
     (Lightning stops at the end of the step) last.ckpt is written so a rerun resumes from there."""
 
-    def __init__(self, dirpath, every: int, last_every: int, guard: NonFiniteGuard | None = None):
+    def __init__(self, dirpath, every: int, last_every: int, guard: NonFiniteGuard | None = None,
+                 step_optimizer_state: bool = False):
         self.dir, self.every, self.last_every = Path(dirpath), int(every), int(last_every)
         self.guard = guard
+        self.step_optimizer_state = bool(step_optimizer_state)
 
-    def save(self, trainer, name: str) -> None:
+    def save(self, trainer, name: str, weights_only: bool = False) -> None:
         if self.guard is not None:
             self.guard.check(trainer, trainer.lightning_module, weights=True)
         self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.{os.getpid()}.rank{trainer.global_rank}.tmp"
+        module = trainer.lightning_module
+        if module is not None:
+            module._save_weights_only = weights_only  # read by ICLModule.on_save_checkpoint
         try:
             trainer.save_checkpoint(tmp, weights_only=False)  # collective: every rank calls it
             if trainer.is_global_zero:
@@ -77,11 +87,14 @@ class AtomicCheckpoint(L.Callback):
         except BaseException:
             tmp.unlink(missing_ok=True)
             raise
+        finally:
+            if module is not None:
+                module._save_weights_only = False
 
     def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
         step = trainer.global_step
         if step % self.every == 0:
-            self.save(trainer, f"step{step}.ckpt")
+            self.save(trainer, f"step{step}.ckpt", weights_only=not self.step_optimizer_state)
         if step % self.last_every == 0 or step >= trainer.max_steps:
             self.save(trainer, "last.ckpt")
 
@@ -95,8 +108,15 @@ class AtomicCheckpoint(L.Callback):
             self.save(trainer, "last.ckpt")
 
 
-def progress_bar():
-    """Rich progress bar over training steps showing the loss, curriculum stage and latest ICL score."""
+def progress_bar(tty: bool | None = None):
+    """On a terminal: a rich progress bar over training steps (loss, curriculum stage, latest ICL score).
+    Elsewhere (SLURM logs, ``make demo > log.txt``): ``PlainProgress``, one plain line now and then."""
+    if tty is None:
+        import sys
+
+        tty = sys.stdout.isatty()
+    if not tty:
+        return PlainProgress()
     from lightning.pytorch.callbacks import RichProgressBar
 
     class StepProgressBar(RichProgressBar):
@@ -109,6 +129,86 @@ def progress_bar():
             return {k: (str(int(v)) if k in ("dims", "points") else v) for k, v in m.items()}  # no ".3f" on ints
 
     return StepProgressBar()
+
+
+def _fmt_duration(s: float) -> str:
+    s = int(round(s))
+    h, m, sec = s // 3600, s % 3600 // 60, s % 60
+    return f"{h}h{m:02d}m" if h else f"{m}m{sec:02d}s" if m else f"{sec}s"
+
+
+class PlainProgress(ProgressBar):
+    """A progress line for logs that are not a terminal, printed to stdout (flushed) at the first step, then
+    at most every ``every_s`` seconds (env ICL_HYBRIDS_PROGRESS_S, default 30) and at the last step:
+
+        step 1500/5000 (30%)  loss 0.4123  24.1 steps/s  ETA 2m25s  icl 0.412
+
+    steps/s counts the steps of this process (a resumed run does not count the restored ones)."""
+
+    def __init__(self, every_s: float | None = None, stream=None):
+        super().__init__()
+        if every_s is None:
+            every_s = float(os.environ.get("ICL_HYBRIDS_PROGRESS_S", "30"))
+        self.every_s, self.stream = float(every_s), stream
+        self._enabled = True
+        self._t0 = self._last = None
+        self._step0 = 0
+
+    def disable(self) -> None:
+        self._enabled = False
+
+    def enable(self) -> None:
+        self._enabled = True
+
+    def on_train_start(self, trainer, pl_module):
+        self._t0, self._last, self._step0 = time.perf_counter(), None, trainer.global_step
+
+    def line(self, trainer) -> str:
+        step, total = trainer.global_step, trainer.max_steps
+        now = time.perf_counter()
+        done = step - self._step0
+        sps = done / (now - self._t0) if self._t0 is not None and now > self._t0 and done > 0 else None
+        m = trainer.progress_bar_metrics
+        parts = [f"step {step}/{total} ({100 * step / total:.0f}%)" if total and total > 0 else f"step {step}"]
+        if "loss" in m:
+            parts.append(f"loss {float(m['loss']):.4g}")
+        if sps:
+            parts.append(f"{sps:.1f} steps/s")
+            if total and total > step:
+                parts.append(f"ETA {_fmt_duration((total - step) / sps)}")
+        if "icl" in m:
+            parts.append(f"icl {float(m['icl']):.3f}")
+        return "  ".join(parts)
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self._enabled or not trainer.is_global_zero:
+            return
+        now = time.perf_counter()
+        last = trainer.global_step >= trainer.max_steps > 0
+        if self._last is None or last or now - self._last >= self.every_s:
+            import sys
+
+            print(self.line(trainer), file=self.stream or sys.stdout, flush=True)
+            self._last = now
+
+
+def fast_paths(trainer, pl_module, cfg) -> dict:
+    """The kernels this run actually used (recorded by the mixers on their last forward; None where the
+    model has no such mixer): mamba_scan cuda|cpp|torch, attention flash|sdpa|explicit, adam
+    fused|foreach|for-loop, compile, precision (docs/performance.md, "Fast paths")."""
+    from .models.attention import CausalSelfAttention
+    from .models.mamba import MambaMixer
+
+    def used(cls):
+        paths = sorted({m.last_path for m in pl_module.model.modules() if isinstance(m, cls) and m.last_path})
+        return "+".join(paths) if paths else None
+
+    adam = None
+    for opt in getattr(trainer, "optimizers", None) or []:
+        d = opt.defaults
+        adam = "fused" if d.get("fused") else "foreach" if d.get("foreach") else "for-loop"
+    return {"mamba_scan": used(MambaMixer), "attention": used(CausalSelfAttention), "adam": adam,
+            "compile": bool(cfg.trainer.get("compile", False)), "precision": str(trainer.precision)}
 
 
 class ICLEvalCallback(L.Callback):
@@ -189,7 +289,8 @@ class ICLEvalCallback(L.Callback):
             **self.extra, "status": "finished" if final else "running",
             "step": trainer.global_step, "max_steps": trainer.max_steps,
             "n_params": pl_module.model.n_params(), **summary,
-            **self.hardware(trainer, pl_module), "score_history": self.history,
+            **self.hardware(trainer, pl_module), "fast_paths": fast_paths(trainer, pl_module, self.cfg),
+            "score_history": self.history,
         }
         self.results = res  # what training returns (no read-back of the file)
         if trainer.is_global_zero:  # strict JSON: a non-finite score is written as null

@@ -10,6 +10,9 @@ from omegaconf import OmegaConf
 from .curriculum import Curriculum
 from .models.model import build_model
 
+#: checkpoint key set when the optimizer state was left out (weights-only trajectory checkpoints)
+OPTIMIZER_DROPPED = "icl_hybrids_optimizer_state_dropped"
+
 
 class _Steps(torch.utils.data.IterableDataset):
     """An endless stream of placeholders: data is sampled inside training_step, on the device."""
@@ -103,6 +106,12 @@ class ICLModule(L.LightningModule):
     # ---- curriculum state in checkpoints ------------------------------------------------------
     def on_save_checkpoint(self, checkpoint):
         checkpoint["curriculum"] = self.curriculum.state_dict()
+        if getattr(self, "_save_weights_only", False):
+            # a trajectory checkpoint (callbacks.AtomicCheckpoint): no Adam moments (2x the weights); the loops,
+            # callbacks, LR scheduler and curriculum stay, so a resume from it continues at its step with a
+            # fresh optimizer state (an empty list: Lightning then loads no optimizer state)
+            checkpoint["optimizer_states"] = []
+            checkpoint[OPTIMIZER_DROPPED] = True
 
     def on_load_checkpoint(self, checkpoint):
         if "curriculum" in checkpoint:

@@ -85,6 +85,11 @@ def grid(args: list[str]) -> list[list[str]]:
 
 
 def _expand(overrides) -> list[list[str]]:
+    return grid(_grid_args(overrides)[0])
+
+
+def _grid_args(overrides) -> tuple[list[str], set]:
+    """What the basic sweeper expands (its params, then the command line) and the config group names."""
     from hydra import compose
     from hydra.errors import HydraException
     from omegaconf import OmegaConf
@@ -104,7 +109,7 @@ def _expand(overrides) -> list[list[str]]:
     if "BasicSweeper" not in str(sweeper.get("_target_", "")):
         raise ConfigError(f"hydra.sweeper={sweeper._target_}: only the basic sweeper's grid can be listed")
     params = OmegaConf.to_container(sweeper.params, resolve=True) if sweeper.get("params") else {}
-    return grid([f"{k}={v}" for k, v in params.items()] + overrides)
+    return [f"{k}={v}" for k, v in params.items()] + overrides, set(base.hydra.runtime.choices.keys())
 
 
 def plan(overrides: list[str] | tuple = ()) -> list[Job]:
@@ -118,7 +123,9 @@ def plan(overrides: list[str] | tuple = ()) -> list[Job]:
     jobs: list[Job] = []
     cache: dict[tuple, Any] = {}
     with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        for ov in _expand(overrides):
+        args, groups = _grid_args(overrides)
+        vkeys = variant_keys(args, groups)
+        for ov in grid(args):
             # Seeds change nothing but `seed` (and the paths built from it): compose once per seed-free job.
             seed = next((o.split("=", 1)[1] for o in ov if o.split("=", 1)[0] == "seed"), None)
             rest = tuple(o for o in ov if o.split("=", 1)[0] != "seed")
@@ -133,6 +140,9 @@ def plan(overrides: list[str] | tuple = ()) -> list[Job]:
                     cfg.seed = int(seed)
             HydraConfig.instance().set_config(cfg)
             sweep_dir = Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.sweep.subdir)
+            if vkeys:  # SweptDirname's layout: <task>/<name>/<variant>/seed<k>
+                sweep_dir = (Path(str(cfg.hydra.sweep.dir)) / str(cfg.hydra.runtime.choices.task) / str(cfg.name)
+                             / variant_of(ov, vkeys) / f"seed{cfg.seed}")
             jobs.append(Job(task=str(cfg.hydra.runtime.choices.task), model=str(cfg.name), seed=int(cfg.seed),
                             max_steps=int(cfg.trainer.max_steps), lr=float(cfg.optim.lr),
                             curriculum=bool(cfg.curriculum.enabled), d_model=int(cfg.model.d_model),
@@ -182,6 +192,80 @@ class ReturnObjective(_HydraCallback):
         if v != v and self.nan_value is not None:
             v = float(self.nan_value)
         job_return.return_value = v
+
+
+# ---- run directories that never collide: swept keys in the path ---------------------------------------
+#: the subdir used when a sweep varies a key that is neither a config group, ``seed`` nor ``name``
+#: (``optim.lr=1e-3,1e-4`` -> <task>/<name>/optim.lr=1e-3/seed0): hydra.job.override_dirname, restricted to
+#: those keys (hydra.job.config.override_dirname.exclude_keys lists every other key of the command line)
+VARIANT_SUBDIR = "${hydra:runtime.choices.task}/${name}/${hydra:job.override_dirname}/seed${seed}"
+NOT_A_VARIANT = {"seed", "name", "seeds", "sweep_name"}
+
+
+def _is_group(key: str, groups) -> bool:
+    k = key.lstrip("+~").split("@")[0]
+    return k in groups or k.replace(".", "/") in groups or k.startswith("hydra")
+
+
+def variant_keys(args: list[str], groups) -> list[str]:
+    """The keys of ``args`` (the sweeper's params, then the command line) that sweep and get their own level in
+    the run directory: not a config group (``groups``: hydra.runtime.choices' names), not seed/name."""
+    out = []
+    for o in _parse(args):
+        k = o.key_or_group
+        if o.is_sweep_override() and not _is_group(k, groups) and k not in NOT_A_VARIANT and k not in out:
+            out.append(k)
+    return out
+
+
+def variant_of(job: list[str], keys: list[str]) -> str:
+    """A job's directory level for ``keys``, exactly as Hydra's override_dirname writes it ("" for none)."""
+    lines = sorted(o for o in job if o.split("=", 1)[0].lstrip("+~") in keys)
+    return ",".join(lines)
+
+
+def variant_overrides(args: list[str], groups) -> list[str]:
+    """The hydra overrides that give every swept non-group key a level in the run directory ([] when the
+    sweep varies only groups, seeds or names: the plain <task>/<name>/seed<k> layout)."""
+    keys = variant_keys(args, groups)
+    if not keys:
+        return []
+    others = sorted({o.key_or_group for o in _parse(args)} - set(keys))
+    quoted = ",".join("'" + k.replace("'", "") + "'" for k in others)
+    return [f"hydra.job.config.override_dirname.exclude_keys=[{quoted}]", f"hydra.sweep.subdir={VARIANT_SUBDIR}"]
+
+
+def _sweep_args(cfg) -> list[str]:
+    """The basic sweeper's params then the command line's overrides (what the sweeper expands)."""
+    from omegaconf import OmegaConf
+
+    params = cfg.hydra.sweeper.get("params") or {}
+    params = OmegaConf.to_container(params, resolve=False) if params else {}
+    return [f"{k}={v}" for k, v in params.items()] + list(cfg.hydra.overrides.task)
+
+
+class SweptDirname(_HydraCallback):
+    """Hydra callback (conf/config.yaml hydra.callbacks) that gives each value of a swept non-group key its own
+    run directory: ``optim.lr=1e-3,1e-4`` -> <task>/<name>/optim.lr=1e-3/seed0 and .../optim.lr=1e-4/seed0
+    (without it both jobs map to <task>/<name>/seed0 and the second is refused as a different run). Runs in the
+    launching process before any job; adds its overrides to hydra.overrides.hydra, from which every launcher
+    (basic, submitit) composes each job's config. The basic sweeper only (an optimising sweeper names its
+    trials itself)."""
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import OmegaConf, flag_override
+
+        if "BasicSweeper" not in str(config.hydra.sweeper.get("_target_", "")):
+            return
+        try:
+            extra = variant_overrides(_sweep_args(config), set(config.hydra.runtime.choices.keys()))
+        except Exception:  # noqa: BLE001 - never stop a sweep over its directory names
+            return
+        if not extra:
+            return
+        with flag_override(config, ["readonly", "struct"], [False, False]):
+            have = list(OmegaConf.to_container(config.hydra.overrides.hydra, resolve=False))
+            config.hydra.overrides.hydra = have + [e for e in extra if e not in have]
 
 
 # ---- local parallel runner: N Hydra multiruns side by side (the basic launcher runs one job at a time) ----

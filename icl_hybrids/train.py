@@ -205,6 +205,19 @@ def checkpoint_problem(path) -> str | None:
     return None
 
 
+def optimizer_state_dropped(path) -> bool:
+    """True for a weights-only trajectory checkpoint (step<k>.ckpt: no optimizer state, see lit.ICLModule)."""
+    import torch
+
+    from .lit import OPTIMIZER_DROPPED
+
+    try:
+        ck = torch.load(str(path), map_location="cpu", weights_only=False, mmap=True)
+    except Exception:  # noqa: BLE001 - unreadable: checkpoint_problem says why
+        return False
+    return isinstance(ck, dict) and bool(ck.get(OPTIMIZER_DROPPED))
+
+
 def _step_of(path: Path) -> int:
     import re
 
@@ -350,6 +363,9 @@ def run(cfg: DictConfig) -> dict:
                           "or choose another name=/out_root=/seed=")
     try:
         ckpt = resolved.get("resume_from") or (choose_resume(ckpt_dir) if resolved.get("resume", True) else None)
+        if ckpt and optimizer_state_dropped(ckpt):
+            log.warning("resuming from %s, a weights-only trajectory checkpoint: Adam's state starts fresh at "
+                        "that step (not bitwise the uninterrupted run)", ckpt)
         try:
             if _rank() == 0:
                 atomic_write_text(cfg_path, OmegaConf.to_yaml(resolved))
@@ -380,6 +396,7 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     warnings.filterwarnings("ignore", ".*IterableDataset.*has `__len__`.*")
     warnings.filterwarnings("ignore", ".*LeafSpec.*")
     warnings.filterwarnings("ignore", ".*srun.*command is available.*")
+    _route_lightning_logs()
     tr = cfg.trainer
     if tr.num_threads:
         torch.set_num_threads(int(tr.num_threads))
@@ -426,6 +443,36 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
             wandb.finish()
     # the record the callback wrote last (a resumed run that had nothing left to do evaluated nothing: its file)
     return evalcb.results if evalcb.results is not None else read_json(run_dir / "results.json")
+
+
+class _DropTips(logging.Filter):
+    """Lightning's advertisement for its cloud logger ("💡 Tip: ... litlogger")."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        return "litlogger" not in str(record.getMessage())
+
+
+def _route_lightning_logs() -> None:
+    """One copy of each Lightning log line. ``import lightning`` gives the ``lightning`` logger a stderr
+    handler ("INFO: ..."), and ``lightning.pytorch`` one of its own when the root logger had none at import;
+    where the root logger has handlers (Hydra's job logging: conf/config.yaml, stdout) the records also
+    propagate there, so a multirun printed every line twice (stdout and stderr). With root handlers, the
+    console handlers of Lightning's loggers are removed and the records go through the root logger only.
+    The litlogger tip is dropped either way."""
+    root = logging.getLogger()
+    for name in ("lightning", "lightning.pytorch", "lightning.fabric", "lightning_fabric", "pytorch_lightning"):
+        lg = logging.getLogger(name)
+        if root.handlers:
+            for h in list(lg.handlers):
+                if type(h) is logging.StreamHandler:  # console handlers only (not files, not pytest's capture)
+                    lg.removeHandler(h)
+            lg.propagate = True
+    for name in ("lightning.pytorch.utilities.rank_zero", "lightning.fabric.utilities.rank_zero",
+                 "lightning_utilities.core.rank_zero", "lightning.pytorch.trainer.connectors.logger_connector"
+                 ".logger_connector"):
+        lg = logging.getLogger(name)
+        if not any(isinstance(f, _DropTips) for f in lg.filters):
+            lg.addFilter(_DropTips())
 
 
 def _diverged(e, trainer, resolved: dict, run_dir: Path, extra: dict):

@@ -210,7 +210,11 @@ def test_slurm_sweep_failures_and_requeue(cluster, tmp_path):
     from icl_hybrids.aggregate import collect
 
     cells, runs, _ = collect(bad_dir)
-    assert [r.status for r in runs] == ["failed"]  # config.yaml written, never produced results
+    # each swept value has its own directory (model.n_head=3 / model.n_head=2) and both jobs are refused by the
+    # preflight check (n_head must divide d_model; resume_from is not a checkpoint) before anything is written:
+    # the grid lists them, no run directory exists
+    assert sorted(r.status for r in runs) == ["missing", "missing"]
+    assert not list(bad_dir.glob("linear/*/*/seed0/config.yaml"))
 
     # 3. preempt (USR2) -> last.ckpt saved by the hook -> submitit requeues -> resumes from it -> finishes
     t_rq = time.time()

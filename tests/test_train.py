@@ -46,11 +46,14 @@ def _train(tmp_path, steps, **over):
 
 def test_resume_equals_uninterrupted(tmp_path):
     ref = _train(tmp_path / "ref", 20)
-    # a run killed after step 10: train to 12, then keep only the step-10 checkpoint as last.ckpt
+    # a run killed after step 10: its last.ckpt (full state) at step 10, the run itself further on (12)
+    # (step<k>.ckpt are weights-only trajectory checkpoints: last.ckpt is the one that resumes bitwise)
     d = tmp_path / "cut"
-    _train(d, 12)
+    _train(d, 10)
     ck = d / "linear" / "gpt2" / "seed0" / "checkpoints"
-    (ck / "step10.ckpt").replace(ck / "last.ckpt")
+    saved = (ck / "last.ckpt").read_bytes()
+    _train(d, 12)
+    (ck / "last.ckpt").write_bytes(saved)
     (d / "linear" / "gpt2" / "seed0" / "results.json").unlink()
     res = _train(d, 20)
     assert res["step"] == 20

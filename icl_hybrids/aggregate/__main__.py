@@ -1,4 +1,5 @@
-"""python -m icl_hybrids.aggregate <sweep_dir> [--out D] [--figures | --figures-only] [--per-run] [--no-paper]"""
+"""python -m icl_hybrids.aggregate <sweep_dir> [--out D] [--figures | --figures-only] [--per-run] [--no-paper]
+[--best-over KEY [--val-seed-offset N] [--val-prompts N]]"""
 from __future__ import annotations
 
 import argparse
@@ -20,6 +21,13 @@ def main(argv=None) -> int:
     ap.add_argument("--figures-only", action="store_true", help="only the figures (make figures)")
     ap.add_argument("--per-run", action="store_true", help="with --figures: one error plot per run too")
     ap.add_argument("--no-paper", action="store_true", help="leave the paper's Table 3 values out")
+    ap.add_argument("--best-over", metavar="KEY", default=None,
+                    help="per task x model cell, the value of the swept KEY (e.g. optim.lr) with the best score on "
+                         "validation prompts, and the test score of that choice (best_over_KEY.md/.csv)")
+    ap.add_argument("--val-seed-offset", type=int, default=None,
+                    help="with --best-over: the validation prompts' seed offset (default 2000006)")
+    ap.add_argument("--val-prompts", type=int, default=None,
+                    help="with --best-over: validation prompts per run (default: the run's eval.n_prompts)")
     args = ap.parse_args(argv)
     d = Path(args.sweep_dir)
     if not d.is_dir():
@@ -29,6 +37,18 @@ def main(argv=None) -> int:
         print(f"error: {d}: no runs found (no <task>/<name>/seed<k>/ with results.json or config.yaml)",
               file=sys.stderr)
         return 2
+    if args.best_over:
+        from .best import DEFAULT_VAL_SEED_OFFSET, write_best
+
+        out = write_best(d, args.best_over, args.out, args.val_seed_offset or DEFAULT_VAL_SEED_OFFSET,
+                         args.val_prompts)
+        if not out["rows"]:
+            print(f"error: {d}: no run directory varies {args.best_over} (<task>/<name>/{args.best_over}=<v>/seed<k>)",
+                  file=sys.stderr)
+            return 2
+        print(out["md"].read_text())
+        print(f"wrote {out['md']}, {out['csv']}")
+        return 0
     if not args.figures_only:
         from ..reference import rescore
 

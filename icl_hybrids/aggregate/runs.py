@@ -36,6 +36,12 @@ class Run:
     run_dir: Path | None = None
     results: dict | None = None
     status: str = "missing"  # finished | unfinished | diverged | failed | missing
+    variant: str = ""  # a sweep's non-group keys, e.g. "optim.lr=0.001" (<task>/<name>/<variant>/seed<k>)
+
+    @property
+    def name(self) -> str:
+        """The run's name without its variant (``model`` is ``name[variant]`` for a variant)."""
+        return self.model.split("[", 1)[0] if self.variant else self.model
 
     @property
     def finished(self) -> bool:
@@ -145,8 +151,15 @@ def run_status(run_dir: Path) -> tuple[str, dict | None]:
 _SEED_DIR = re.compile(r"^seed(\d+)$")
 
 
+def cell_model(name: str, variant: str) -> str:
+    """The table's model key: the run name, with its sweep variant in brackets (``gpt2[optim.lr=0.001]``)."""
+    return f"{name}[{variant}]" if variant else name
+
+
 def find_runs(sweep_dir: Path) -> list[Run]:
-    """Every run directory under ``sweep_dir`` (<task>/<name>/seed<k>/ with a config.yaml or results.json)."""
+    """Every run directory under ``sweep_dir`` (<task>/<name>/seed<k>/, or <task>/<name>/<variant>/seed<k>/
+    when the sweep varied non-group keys -- a variant level has an "=" in it: Hydra's override_dirname --
+    with a config.yaml or results.json)."""
     runs = {}
     for p in sorted(sweep_dir.rglob("*")):
         if not (p.is_dir() and _SEED_DIR.match(p.name)) or ".submitit" in p.parts:
@@ -154,10 +167,13 @@ def find_runs(sweep_dir: Path) -> list[Run]:
         if not ((p / "results.json").exists() or (p / "config.yaml").exists()):
             continue
         status, res = run_status(p)
-        task, model, seed = p.parent.parent.name, p.parent.name, int(_SEED_DIR.match(p.name).group(1))
+        variant = p.parent.name if "=" in p.parent.name else ""
+        up = p.parent.parent if variant else p.parent
+        task, model, seed = up.parent.name, up.name, int(_SEED_DIR.match(p.name).group(1))
         if res:
             task, model, seed = res.get("task", task), res.get("model", model), int(res.get("seed", seed))
-        runs[(task, model, seed)] = Run(task, model, seed, p, res, status)
+        model = cell_model(model, variant)
+        runs[(task, model, seed)] = Run(task, model, seed, p, res, status, variant)
     return list(runs.values())
 
 
@@ -178,6 +194,9 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
         args = [f"{k}={params[k]}" for k in params] + list(mr.hydra.overrides.task)
         jobs = grid(args)
         choices = mr.hydra.runtime.choices
+        from ..sweep import variant_keys, variant_of
+
+        vkeys = variant_keys(args, set(choices.keys()))
         name_node = OmegaConf.to_container(mr, resolve=False).get("name")
         out = []
         for ov in jobs:
@@ -189,7 +208,7 @@ def expected_jobs(sweep_dir: Path) -> list[tuple[str, str, int]] | None:
                 if name_node not in ("${hydra:runtime.choices.model}", None):
                     return None  # a computed name (arch search): cannot be predicted here
                 name = model
-            out.append((str(task), str(name), int(kv.get("seed", mr.get("seed", 0)))))
+            out.append((str(task), cell_model(str(name), variant_of(ov, vkeys)), int(kv.get("seed", mr.get("seed", 0)))))
         return out
     except Exception as e:  # the grid is a convenience: never fail the table for it
         print(f"warning: could not read the sweep's job list from {mr_path}: {e}", file=sys.stderr)
@@ -203,7 +222,7 @@ def collect(sweep_dir) -> tuple[list[Cell], list[Run], bool]:
     expected = expected_jobs(sweep_dir)
     runs = dict(found)
     for key in expected or []:
-        runs.setdefault(key, Run(*key))
+        runs.setdefault(key, Run(*key, variant=key[1].split("[", 1)[1][:-1] if key[1].endswith("]") else ""))
     cells: dict[tuple[str, str], Cell] = {}
     for r in sorted(runs.values(), key=lambda r: r.seed):
         cells.setdefault((r.task, r.model), Cell(r.task, r.model)).runs.append(r)

@@ -8,8 +8,8 @@ from __future__ import annotations
 import functools
 
 import torch
-from torch import nn
 import torch.nn.functional as F
+from torch import nn
 
 from .positional import apply_rotary
 
@@ -40,6 +40,7 @@ class CausalSelfAttention(nn.Module):
         self.out_proj = nn.Linear(d_model, d_model, bias=bias)  # residual projection
         self.use_sdpa = use_sdpa
         self.use_flash_attn = use_flash_attn
+        self.last_path: str | None = None  # "flash" | "sdpa" | "explicit": the kernel the last forward used
 
     def forward(self, x: torch.Tensor, rope=None) -> torch.Tensor:
         b, t, d = x.shape
@@ -50,11 +51,16 @@ class CausalSelfAttention(nn.Module):
         flash = flash_attn_func() if (self.use_flash_attn and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)) else None  # autocast: q is half
         if flash is not None:  # flash-attn wants [B, T, H, hd]
             y = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True).transpose(1, 2)
+            path = "flash"
         elif self.use_sdpa:
             y = F.scaled_dot_product_attention(q, k, v, is_causal=True)  # [B, H, T, hd]
+            path = "sdpa"
         else:  # explicit reference path
+            path = "explicit"
             att = (q @ k.transpose(-2, -1)) * self.head_dim**-0.5
             causal = torch.ones(t, t, dtype=torch.bool, device=x.device).tril()
             y = att.masked_fill(~causal, float("-inf")).softmax(-1) @ v
+        if self.last_path != path:  # recorded for results.json fast_paths (a str compare per call)
+            self.last_path = path
         y = y.transpose(1, 2).reshape(b, t, d)  # [B, T, D]
         return self.out_proj(y)

@@ -21,6 +21,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch import Tensor
 
+from ..ops import _cpu_kernel
 from ..ops.causal_conv1d import causal_conv1d_fn, causal_conv1d_ref
 from ..ops.selective_scan import (  # noqa: F401  (re-exported for existing imports)
     AUTO_SCAN,
@@ -102,6 +103,7 @@ class MambaMixer(nn.Module):
         self.chunk_size = int(chunk_size)
         self.use_cuda_kernels = use_cuda_kernels
         self.activation = "silu"
+        self.last_path: str | None = None  # "cuda" | "cpp" | "torch": the scan the last forward used
 
         self.in_proj = nn.Linear(d_model, 2 * self.d_inner, bias=bias, **factory)
         self.conv1d = nn.Conv1d(self.d_inner, self.d_inner, kernel_size=d_conv,
@@ -148,8 +150,13 @@ class MambaMixer(nn.Module):
                 and x.dtype in (torch.float32, torch.float16, torch.bfloat16)):
             kernels = _load_cuda_kernels()
             if kernels is not None:
+                self._record("cuda")
                 return self._forward_cuda(x, *kernels)
         return self._forward_torch(x)
+
+    def _record(self, path: str) -> None:
+        if self.last_path != path:  # recorded for results.json fast_paths
+            self.last_path = path
 
     def _ssm_params(self, ref: Tensor):
         ct = _compute_dtype(ref, self.A_log)
@@ -166,6 +173,10 @@ class MambaMixer(nn.Module):
         dt, Bm, Cm = torch.split(self.x_proj(xi), [self.dt_rank, self.d_state, self.d_state], -1)
         dt = F.linear(dt, self.dt_proj.weight)  # bias added inside the scan (before softplus)
         A, D, dt_bias = self._ssm_params(x)
+        # the same rule as scan_blc's: the C++ kernel for CPU float32/float64 compute, else a PyTorch scan
+        cpp = (self.scan == "cpp" and x.device.type == "cpu" and A.dtype in _cpu_kernel.TILE
+               and _cpu_kernel.available())
+        self._record("cpp" if cpp else "torch")
         y = scan_blc(xi, dt, A, Bm, Cm, D, z, delta_bias=dt_bias, delta_softplus=True,
                      method=self.scan, chunk_size=self.chunk_size)
         return self.out_proj(y.to(x.dtype))
