@@ -16,6 +16,9 @@ def main(argv: list[str]) -> int:
     from .plots import error_curves
     from .train import run
 
+    if any(a in ("-h", "--help") for a in argv):
+        print(__doc__.strip() + "\n\nAny run override may follow, e.g. seed=3 (python -m icl_hybrids --help lists them).")
+        return 0
     torch.set_num_threads(1)
     overrides = ["task=linear", "model=gpt2", "experiment=demo", *argv]
     try:
@@ -34,6 +37,9 @@ def main(argv: list[str]) -> int:
     print(f"\ndemo finished in {time.time() - t0:.0f} s ({res.get('steps_per_sec') or 0:.1f} steps/s)")
     print(f"ICL regression score vs least squares: {res['icl_score']:.3f} "
           f"(95% CI {res['icl_score_ci95'][0]:.3f}..{res['icl_score_ci95'][1]:.3f})")
+    hist = res.get("score_history") or []
+    if hist:  # the plateau and the in-context-learning transition, at a glance
+        print("score by step: " + " ".join(f"{h['step']}:{h['icl_score']:.2f}" for h in hist))
     print(f"results: {run_dir / 'results.json'}\nplot:    {png}\ndata:    {png.with_suffix('.csv')}")
     return 0
 
