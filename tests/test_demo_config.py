@@ -22,7 +22,7 @@ def test_demo_config_composes_and_validates():
     cfg = compose_config(["task=linear", "model=gpt2", "experiment=demo"])
     validate(cfg)
     assert cfg.task.n_dims == 3 and cfg.trainer.accelerator == "cpu"
-    assert 0 <= cfg.optim.warmup_steps < cfg.trainer.max_steps
+    assert 0 < cfg.optim.warmup_steps < cfg.trainer.max_steps
 
 
 def test_warmup_off_by_default_returns_plain_adam(tmp_path):
