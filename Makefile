@@ -97,10 +97,10 @@ sweep-slurm: install
 	  hydra.launcher.mem_gb=$(MEM) hydra.launcher.array_parallelism=$(PARALLEL) $(ARGS)
 
 table3: install
-	$(PY) -m icl_hybrids.aggregate $(SWEEP)
+	$(PY) -m icl_hybrids.aggregate dir=$(SWEEP)
 
 figures: install
-	$(PY) -m icl_hybrids.aggregate $(SWEEP) --figures-only
+	$(PY) -m icl_hybrids.aggregate dir=$(SWEEP) figures_only=true
 
 # ---- replication at CPU scale (docs/replication.md) -----------------------------------------------------
 # make replicate-cpu [JOBS=2] [ARGS="..."]   the claim groups (conf/experiment/replicate_cpu_*.yaml), resumable,
@@ -109,5 +109,5 @@ REPLICATE ?= multirun_outputs/replicate_cpu
 
 # (the report is written even when a run failed; the target then exits with the run's status)
 replicate-cpu: install
-	$(PY) -m icl_hybrids.replicate run -j $(JOBS) $(ARGS); rc=$$?; \
-	$(PY) -m icl_hybrids.replicate report $(REPLICATE) && exit $$rc
+	$(PY) -m icl_hybrids.replicate run jobs=$(JOBS) $(ARGS); rc=$$?; \
+	$(PY) -m icl_hybrids.replicate report dir=$(REPLICATE) && exit $$rc

@@ -21,10 +21,10 @@ def fail(msg: str, code: int = 2):
 
 def parse_kv(argv: list[str], defaults: dict, *, prog: str, doc: str, help: dict | None = None) -> dict | None:
     """The tools' shared argument style (docs/cli.md): ``key=value`` over ``defaults``, values parsed like Hydra's
-    (``true``, ``3``, ``1e-4``, ``[a,b]``, ``null``) and typed by the default (a ``None`` default takes anything).
+    (``true``, ``3``, ``1e-4``, ``[a,b]``, ``null``) and typed by the default (a ``None`` default takes anything;
+    a string or ``None`` key whose value Hydra cannot parse, e.g. a path with ``=`` in it, takes the text as given).
     ``-h``/``--help`` prints ``doc`` and the keys and returns None; bad input raises ``ConfigError``, one line."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
-    from hydra.errors import HydraException
 
     if any(a in ("-h", "--help") for a in argv):
         print(doc.strip() + "\n\nkeys (key=value; default):")
@@ -40,19 +40,21 @@ def parse_kv(argv: list[str], defaults: dict, *, prog: str, doc: str, help: dict
             raise ConfigError(f"{a}: {prog} takes no arguments (see {prog} --help)")
         if not eq or key not in defaults:
             raise ConfigError(f"{a}: expected key=value with key one of: {allowed} (see {prog} --help)")
+        want = defaults[key]
         try:
             ov = parser.parse_overrides([f"{key}={raw}"])[0] if raw != "" else None
             value = "" if ov is None else raw if ov.is_sweep_override() else ov.value()  # a,b: a plain string
-        except HydraException as e:
-            raise ConfigError(f"{a}: {_first_line(e)}") from None
-        want = defaults[key]
+        except Exception as e:  # noqa: BLE001 - Hydra's parse error, or a plain one from its lexer on some input
+            if not (want is None or isinstance(want, str)):
+                raise ConfigError(f"{a}: {_first_line(e)}") from None
+            value = raw  # a string key (a path such as a/optim.lr=0.1 or ~/x): the text as given
         ok = (want is None or (isinstance(want, bool) and isinstance(value, bool))
               or (not isinstance(want, bool) and isinstance(want, int) and isinstance(value, int)
                   and not isinstance(value, bool))
               or (isinstance(want, float) and isinstance(value, (int, float)) and not isinstance(value, bool))
               or (isinstance(want, str) and isinstance(value, (str, int, float)) and not isinstance(value, bool)))
         if not ok:
-            raise ConfigError(f"{key}={raw!r}: expected {type(want).__name__}")
+            raise ConfigError(f"{key}={raw}: expected {type(want).__name__}")
         out[key] = str(value) if isinstance(want, str) else value
     return out
 

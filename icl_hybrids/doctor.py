@@ -1,15 +1,14 @@
-"""python -m icl_hybrids.doctor [--json]: what this machine can run and which fast paths are there.
+"""python -m icl_hybrids.doctor [json=true]: what this machine can run and which fast paths are there.
 
 Prints the versions (python, torch, lightning, hydra, transformers), the devices (CPU model, cores, torch
 threads; CUDA devices) and, for each fast path, whether it imports and whether training would use it here:
 the CUDA Mamba kernels (mamba-ssm + causal-conv1d), flash-attn, the fused C++ CPU Mamba kernel
 (icl_hybrids/ops/_cpu_kernel.py), fused Adam, torch.compile, bf16. Nothing is trained; the C++ kernel is
 compiled on first use (a few seconds, cached). A run records the paths it actually used in results.json
-(``fast_paths``). Exit status 0 always: a missing fast path is information, not an error.
+(``fast_paths``). Exit status 0 (2 for bad arguments): a missing fast path is information, not an error.
 """
 from __future__ import annotations
 
-import argparse
 import importlib
 import json
 import os
@@ -50,7 +49,7 @@ def _imports(mod: str) -> tuple[bool, str | None]:
 
 
 def report() -> dict:
-    """Everything the doctor prints, as a dict (``--json``)."""
+    """Everything the doctor prints, as a dict (``json=true``)."""
     import torch
 
     cuda = torch.cuda.is_available()
@@ -149,11 +148,19 @@ def format_report(r: dict) -> str:
 
 
 def main(argv=None) -> int:
-    ap = argparse.ArgumentParser(prog="python -m icl_hybrids.doctor", description=__doc__.split("\n\n")[0])
-    ap.add_argument("--json", action="store_true", help="print the report as JSON")
-    args = ap.parse_args(argv)
+    from .cli import parse_kv
+    from .config import ConfigError
+
+    try:
+        args = parse_kv(list(sys.argv[1:] if argv is None else argv), {"json": False}, prog="python -m icl_hybrids.doctor",
+                        doc=__doc__, help={"json": "print the report as JSON"})
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+    if args is None:
+        return 0
     r = report()
-    print(json.dumps(r, indent=2) if args.json else format_report(r))
+    print(json.dumps(r, indent=2) if args["json"] else format_report(r))
     return 0
 
 

@@ -388,7 +388,7 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     from lightning.pytorch.loggers import CSVLogger
     from lightning.pytorch.utilities.exceptions import SIGTERMException
 
-    from . import slurm
+    from . import perf, slurm
     from .callbacks import AtomicCheckpoint, Diverged, ICLEvalCallback, NonFiniteGuard, progress_bar
     from .lit import ICLModule
 
@@ -419,12 +419,15 @@ def fit(cfg: DictConfig, resolved: dict, run_dir: Path, ckpt: str | None) -> dic
     callbacks += slurm.requeue_callbacks(ckcb)  # SLURM USR2: save last.ckpt, then submitit requeues
     if tr.progress_bar:
         callbacks.append(progress_bar())
+    if perf.on_cpu(tr.accelerator):
+        perf.tune_cpu_allocator()  # glibc keeps freed activations (docs/performance.md "Allocator")
+    precision, precision_plugins = perf.trainer_precision(tr.precision, tr.accelerator)  # bf16-mixed on CPU: plugin
     trainer = L.Trainer(
-        max_steps=int(tr.max_steps), accelerator=tr.accelerator, devices=tr.devices, precision=tr.precision,
+        max_steps=int(tr.max_steps), accelerator=tr.accelerator, devices=tr.devices, precision=precision,
         logger=loggers, callbacks=callbacks, enable_checkpointing=False, enable_progress_bar=bool(tr.progress_bar),
         enable_model_summary=False, log_every_n_steps=int(tr.log_every_n_steps), limit_val_batches=0,
         num_sanity_val_steps=0, gradient_clip_val=tr.gradient_clip_val, deterministic=bool(tr.deterministic),
-        default_root_dir=str(run_dir), plugins=slurm.cluster_plugins(),  # no Lightning auto-requeue
+        default_root_dir=str(run_dir), plugins=slurm.cluster_plugins() + precision_plugins,  # no Lightning auto-requeue
     )
     if tr.compile:
         module.model = torch.compile(module.model)

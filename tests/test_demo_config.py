@@ -21,7 +21,7 @@ def _module(tmp_path, *over):
 def test_demo_config_composes_and_validates():
     cfg = compose_config(["task=linear", "model=gpt2", "experiment=demo"])
     validate(cfg)
-    assert cfg.task.n_dims == 3 and cfg.trainer.accelerator == "cpu"
+    assert cfg.task.n_dims == 3 and cfg.trainer.accelerator == "cpu" and cfg.optim.batch_size == 128
     assert 0 < cfg.optim.warmup_steps < cfg.trainer.max_steps
 
 

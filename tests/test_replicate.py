@@ -1,4 +1,4 @@
-"""The CPU-scale replication (icl_hybrids/replicate.py): its plan (from conf/experiment/replicate_cpu_*.yaml),
+"""The CPU-scale replication (icl_hybrids/replicate/): its plan (from conf/experiment/replicate_cpu_*.yaml),
 the scores and verdict rules on fabricated results directories, the report, and one tiny end-to-end run."""
 from __future__ import annotations
 
@@ -204,7 +204,7 @@ def test_unfinished_runs_are_not_scored(tmp_path):
 
 
 def test_report_cli_missing_dir(tmp_path, capsys):
-    assert R.main(["report", str(tmp_path / "nope")]) == 2
+    assert R.main(["report", f"dir={tmp_path / 'nope'}"]) == 2
     assert "no such directory" in capsys.readouterr().err
 
 

@@ -1,5 +1,5 @@
 """Scale out and fit in: the doctor, the fast paths a run records, cluster-friendly output (one copy of each
-log line, plain progress lines off a terminal), sweep directories that never collide (+ --best-over), and
+log line, plain progress lines off a terminal), sweep directories that never collide (+ best_over=), and
 weights-only trajectory checkpoints."""
 from __future__ import annotations
 
@@ -36,7 +36,7 @@ def test_doctor(capsys):
                  "mamba_cuda_kernels", "flash_attn", "cpu_mamba_kernel", "fused_adam", "torch_compile", "bf16"):
         assert word in out, word
     assert torch.__version__ in out
-    assert doctor.main(["--json"]) == 0
+    assert doctor.main(["json=true"]) == 0
     r = json.loads(capsys.readouterr().out)
     assert r["versions"]["torch"] == torch.__version__ and r["devices"]["cpu_cores"] == os.cpu_count()
     assert r["fast_paths"]["cpu_mamba_kernel"]["importable"] == _cpu_kernel.available()
@@ -89,7 +89,7 @@ def test_piped_output_one_copy_per_line_and_plain_progress(tmp_path):
     assert prog[-1].startswith("step 12/12 (100%)") and "icl" in prog[-1]
 
 
-# ---- sweep directories that never collide + --best-over -----------------------------------------------------
+# ---- sweep directories that never collide + best_over= ------------------------------------------------------
 def test_variant_keys():
     from icl_hybrids.sweep import variant_keys, variant_of, variant_overrides
 
@@ -135,9 +135,9 @@ def test_lr_sweep_dirs_aggregate_and_best_over(tmp_path):
     assert row["test_score"] == pytest.approx(test)
     val = json.loads((dirs[row["chosen"]] / "val_score.json").read_text())
     assert val["icl_score"] == pytest.approx(row["val_score"]) and val["icl_score"] != pytest.approx(test)
-    assert aggregate_main([str(sweep), "--best-over", "optim.lr"]) == 0
+    assert aggregate_main([f"dir={sweep}", "best_over=optim.lr"]) == 0
     assert "| linear | gpt2 | " in out["md"].read_text()
-    assert aggregate_main([str(sweep), "--best-over", "optim.eps"]) == 2  # not swept: one line
+    assert aggregate_main([f"dir={sweep}", "best_over=optim.eps"]) == 2  # not swept: one line
 
 
 # ---- weights-only trajectory checkpoints ------------------------------------------------------------------

@@ -1,9 +1,10 @@
 """Aggregate a sweep directory into the paper's Table 3: task x model ICL regression scores with 95% CIs,
 the paper's values beside ours, missing / failed / unfinished runs marked, hardware totals, and figures.
 
-    python -m icl_hybrids.aggregate multirun_outputs/paper              # table3.md, table3.csv, table3.png
-    python -m icl_hybrids.aggregate multirun_outputs/cpu --figures      # + figures/<task>_errors.png overlays
-    python -m icl_hybrids.aggregate DIR --out reports/ --per-run        # + one error plot per run
+    python -m icl_hybrids.aggregate dir=multirun_outputs/paper                # table3.md, table3.csv, table3.png
+    python -m icl_hybrids.aggregate dir=multirun_outputs/cpu figures=true     # + figures/<task>_errors.png overlays
+    python -m icl_hybrids.aggregate dir=DIR out=reports/ figures=true per_run=true   # + one error plot per run
+    python -m icl_hybrids.aggregate dir=DIR best_over=optim.lr                # model selection on validation prompts
 
 Input: every ``<task>/<name>/seed<k>/`` under DIR (results.json, config.yaml). The expected grid comes from
 DIR/multirun.yaml (Hydra's record of the sweep: its sweeper params and command line), so jobs that never

@@ -1,11 +1,11 @@
 """Model selection over a swept hyperparameter without touching the test prompts:
 
-    python -m icl_hybrids.aggregate DIR --best-over optim.lr
+    python -m icl_hybrids.aggregate dir=DIR best_over=optim.lr
 
 For every task x model cell of a sweep that varied ``optim.lr`` (run directories <task>/<name>/optim.lr=<v>/seed<k>,
 icl_hybrids.sweep.SweptDirname), each value's finished runs are scored from their ``checkpoints/last.ckpt``
 on a *validation* prompt set: the run's own task and baselines, prompts drawn with a different seed offset
-(``--val-seed-offset``, default 2 x eval.seed_offset: disjoint from the evaluation prompts that results.json's
+(``val_seed_offset=``, default 2 x eval.seed_offset: disjoint from the evaluation prompts that results.json's
 score comes from, and from training's). The value with the best mean validation score over seeds is chosen,
 and the table reports the *test* score (results.json) of that choice. Validation scores are cached per run
 in ``val_score.json`` (keyed by checkpoint step, seed offset and prompt count).
