@@ -23,11 +23,12 @@ TORCH_OK := import re, sys, torch; v = tuple(map(int, re.match(r"(\d+)\.(\d+)", 
 export OMP_NUM_THREADS ?= 1
 export WANDB_MODE ?= offline
 
-.PHONY: help install demo test test-fast sweep-plan sweep-cpu sweep-slurm table3 figures replicate-cpu bench models clean
+.PHONY: help install demo test lint test-fast sweep-plan sweep-cpu sweep-slurm table3 figures replicate-cpu bench models clean
 
 help:
 	@echo "make demo    - install if needed, then a real CPU training run with score + plot"
 	@echo "make test    - install if needed, then run the test suite"
+	@echo "make lint    - ruff over icl_hybrids/ and tests/ (run by make test)"
 	@echo "make models  - table of the named architectures and their parameter counts"
 	@echo "make bench   - side-by-side speed benchmark (quick mode)"
 	@echo "make sweep-plan | sweep-cpu | sweep-slurm | table3 | figures  (see README)"
@@ -50,8 +51,12 @@ install: $(STAMP)
 demo: install
 	$(PY) -m icl_hybrids.demo
 
-test: install
+test: install lint
 	$(PY) -m pytest -q -x --durations=15
+
+# ruff (pyproject.toml [tool.ruff]); part of make test, so CI fails on a lint error
+lint: install
+	$(PY) -m ruff check icl_hybrids tests
 
 test-fast: install
 	$(PY) -m pytest -q -x -m "not slow and not system"
@@ -86,7 +91,7 @@ sweep-plan: install
 	@$(PY) -m icl_hybrids.sweep experiment=paper_sweep $(ARGS)
 
 sweep-cpu: install
-	$(PY) -m icl_hybrids.sweep run -j $(JOBS) experiment=cpu_sweep $(ARGS)
+	$(PY) -m icl_hybrids.sweep run jobs=$(JOBS) experiment=cpu_sweep $(ARGS)
 	$(MAKE) --no-print-directory table3 figures SWEEP=multirun_outputs/cpu
 
 # The sacct shim (scripts/slurm/bin) is only used where accounting is off; a real sacct is run otherwise.

@@ -59,6 +59,53 @@ def parse_kv(argv: list[str], defaults: dict, *, prog: str, doc: str, help: dict
     return out
 
 
+def parse_subcommand(argv: list[str], keys: dict[str, dict], *, prog: str, doc: str, what: dict[str, str],
+                     help: dict | None = None, default: str | None = None,
+                     no_overrides: tuple[str, ...] = ()) -> tuple[str, dict, list[str]] | None:
+    """A tool with sub-commands (docs/cli.md): ``<sub-command> key=value ...``. Each sub-command's own keys
+    (``keys[cmd]``, typed by their defaults through :func:`parse_kv`) are taken out; every other
+    ``key=value`` is returned as a Hydra override (a sub-command in ``no_overrides`` takes none). ``default``:
+    the sub-command when the first word is not one. Returns ``(cmd, typed keys, overrides)``, or None after
+    ``--help``; bad input raises ``ConfigError`` (one line)."""
+    listing = "\n\nsub-commands (" + prog + " <sub-command> --help lists its keys):\n" + "\n".join(
+        f"  {c:<7} {w}" for c, w in what.items())
+    if argv[:1] in (["-h"], ["--help"]) or (default is None and not argv):
+        if argv:
+            print(doc.strip() + listing)
+            return None
+        raise ConfigError(f"no sub-command: expected one of: {', '.join(keys)} (see {prog} --help)")
+    if argv[0] in keys:
+        cmd, rest = argv[0], list(argv[1:])
+    elif default is not None:
+        cmd, rest = default, list(argv)
+    else:
+        raise ConfigError(f"{argv[0]}: expected a sub-command, one of: {', '.join(keys)} (see {prog} --help)")
+    own_keys = keys[cmd]
+    own = [a for a in rest if a in ("-h", "--help") or a.partition("=")[0] in own_keys or cmd in no_overrides]
+    overrides = [a for a in rest if a not in own and a not in ("-m", "--multirun")]
+    for o in overrides:
+        if o.startswith("-") or ("=" not in o and not o.startswith("~")):
+            raise ConfigError(f"{o}: expected key=value with key one of: {', '.join(own_keys)}, or a Hydra override "
+                              f"(see {prog} {cmd} --help)")
+    sub_doc = f"{prog} {cmd}: {what[cmd]}." + ("" if cmd in no_overrides else
+                                                "\n\nAny other key=value is a Hydra override (of every job).")
+    a = parse_kv(own, own_keys, prog=f"{prog} {cmd}", doc=sub_doc, help=help)
+    if a is None:
+        return None
+    if "jobs" in a and a["jobs"] < 1:
+        raise ConfigError(f"jobs={a['jobs']}: expected an integer >= 1")
+    return cmd, a, overrides
+
+
+def run_tool(body, argv) -> int:
+    """``body(argv)`` with the tools' error convention: a ``ConfigError`` is one line on stderr, exit 2."""
+    try:
+        return body(list(sys.argv[1:] if argv is None else argv))
+    except ConfigError as e:
+        print(f"error: {e}", file=sys.stderr)
+        return 2
+
+
 def _first_line(e: BaseException) -> str:
     lines = [ln.strip() for ln in str(e).strip().splitlines() if ln.strip()]
     return lines[0] if lines else type(e).__name__

@@ -33,7 +33,8 @@ def main(argv: list[str]) -> int:
         print(f"error: {e}", file=sys.stderr)
         return 2
     run_dir = Path(cfg.run_dir)
-    png = error_curves(res, run_dir / "error_vs_context.png", title=f"GPT-2 ({cfg.model.n_layer} layers, d_model {cfg.model.d_model})\nlinear regression, d={cfg.task.n_dims}")
+    title = f"GPT-2 ({cfg.model.n_layer} layers, d_model {cfg.model.d_model})\nlinear regression, d={cfg.task.n_dims}"
+    png = error_curves(res, run_dir / "error_vs_context.png", title=title)
     print(f"\ndemo finished in {time.time() - t0:.0f} s ({res.get('steps_per_sec') or 0:.1f} steps/s)")
     print(f"ICL regression score vs least squares: {res['icl_score']:.3f} "
           f"(95% CI {res['icl_score_ci95'][0]:.3f}..{res['icl_score_ci95'][1]:.3f})")

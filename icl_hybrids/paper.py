@@ -32,6 +32,10 @@ MODEL_IDS = {"gpt2": "1", "gpt2_rms": "1.1", "gpt2_rope": "1.2", "gpt2_swiglu": 
              "llama_mamba_ffn": "2.2", "llama_mamba_pos_ffn": "2.3", "mamba": "3"}
 #: Park et al.'s hybrids (MambaFormer paper), not in Table 3: listed after the paper's twelve.
 PARK_MODELS = ("mambaformer", "standard_hybrid")
+#: The paper's named outliers (Sec. 4): GPT-2 RMS SwiGLU converges to a suboptimal scheme on sparse linear
+#: (Table 3: 0.754 vs ~0.93), GPT-2 RMS fails to learn decision trees (0.114); each against GPT-2 (model 1).
+OUTLIERS = {"sparse_linear": "gpt2_rms_swiglu", "decision_tree": "gpt2_rms"}
+OUTLIER_SIBLING = "gpt2"
 #: Trained models the paper used as the baseline of a task (* in Table 3): scored against them.
 REFERENCE_MODELS = {"decision_tree": "gpt2", "sparse_parity": "mamba"}
 #: The baseline configuration (conf/baseline/) the paper's code scored the other tasks against.

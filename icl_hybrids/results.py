@@ -1,7 +1,7 @@
 """A run's record, ``<run_dir>/results.json``, and the one rule for what state a run is in.
 
 The training callback writes it (atomically, strict JSON); training returns it; the resume/skip check,
-``sweep --status`` and aggregation all read a run's state through ``run_state`` here, so "finished" means
+``sweep status=true`` and aggregation all read a run's state through ``run_state`` here, so "finished" means
 the same thing everywhere: ``status: finished`` at (at least) the number of steps asked for.
 """
 from __future__ import annotations

@@ -2,9 +2,9 @@
 
     python -m icl_hybrids.sweep                                  # the paper sweep's 72 jobs (make sweep-plan)
     python -m icl_hybrids.sweep experiment=paper_sweep seeds=3   # 216 jobs
-    python -m icl_hybrids.sweep experiment=cpu_sweep --status    # with each run's state on disk
-    python -m icl_hybrids.sweep experiment=paper_sweep model=gpt2,llama task=linear --count
-    python -m icl_hybrids.sweep run -j 2 experiment=cpu_sweep    # 2 local multiruns side by side (make sweep-cpu)
+    python -m icl_hybrids.sweep plan experiment=cpu_sweep status=true   # with each run's state on disk
+    python -m icl_hybrids.sweep experiment=paper_sweep model=gpt2,llama task=linear count=true
+    python -m icl_hybrids.sweep run jobs=2 experiment=cpu_sweep  # 2 local multiruns side by side (make sweep-cpu)
 
 The jobs are expanded exactly as Hydra's basic sweeper expands them (``hydra.sweeper.params`` from the
 experiment, then the command line, key by key) and every job's config is composed in-process
@@ -337,41 +337,47 @@ def plan_dir(overrides: list[str]) -> str:
     return str(cfg.hydra.sweep.dir)
 
 
-def main(argv: list[str] | None = None) -> int:
-    argv = list(sys.argv[1:] if argv is None else argv)
-    if any(a in ("-h", "--help") for a in argv):
-        print(__doc__)
+#: each sub-command's own keys and their defaults; every other ``key=value`` is a Hydra override of the sweep
+KEYS = {"plan": {"status": False, "count": False, "json": False}, "run": {"jobs": 2}}
+HELP = {"status": "each job's state on disk (missing / unfinished / finished / failed)",
+        "count": "print only the number of jobs", "json": "the jobs as JSON",
+        "jobs": "multiruns side by side (one CPU thread each)"}
+WHAT = {"plan": "the job list of a sweep, nothing run (the default sub-command)",
+        "run": "run the sweep locally, the job list split over `jobs` multiruns side by side"}
+PROG = "python -m icl_hybrids.sweep"
+
+
+def parse(argv: list[str]) -> tuple[str, dict, list[str]] | None:
+    """(sub-command, its typed keys, the Hydra overrides), or None after --help; bad input raises ConfigError."""
+    from .cli import parse_subcommand
+
+    return parse_subcommand(argv, KEYS, prog=PROG, doc=__doc__, what=WHAT, help=HELP, default="plan")
+
+
+def _main(argv: list[str]) -> int:
+    parsed = parse(argv)
+    if parsed is None:
         return 0
-    if argv[:1] == ["run"]:
-        rest, n = argv[1:], 2
-        if rest[:1] and rest[0].startswith("-j"):
-            n = int(rest[0][2:] or rest[1])
-            rest = rest[1:] if rest[0][2:] else rest[2:]
-        try:
-            return run_parallel([a for a in rest if a not in ("-m", "--multirun")], n)
-        except ConfigError as e:
-            print(f"error: {e}", file=sys.stderr)
-            return 2
-    flags = {a for a in argv if a.startswith("--")}
-    unknown = flags - {"--status", "--count", "--json"}
-    if unknown:
-        print(f"error: unknown option(s) {' '.join(sorted(unknown))} (allowed: --status --count --json)", file=sys.stderr)
-        return 2
-    try:
-        jobs = plan([a for a in argv if not a.startswith("--") and a not in ("-m", "--multirun")])
-    except ConfigError as e:
-        print(f"error: {e}", file=sys.stderr)
-        return 2
-    if "--count" in flags:
+    cmd, a, overrides = parsed
+    if cmd == "run":
+        return run_parallel(overrides, a["jobs"])
+    jobs = plan(overrides)
+    if a["count"]:
         print(len(jobs))
-    elif "--json" in flags:
-        print(json.dumps([asdict(j) | ({"status": j.status()} if "--status" in flags else {}) for j in jobs], indent=1))
+    elif a["json"]:
+        print(json.dumps([asdict(j) | ({"status": j.status()} if a["status"] else {}) for j in jobs], indent=1))
     else:  # header and count on stderr: stdout has exactly one line per job (`| wc -l`, `| grep`)
-        head, *lines = format_plan(jobs, status="--status" in flags).splitlines()
+        head, *lines = format_plan(jobs, status=a["status"]).splitlines()
         print(head, file=sys.stderr, flush=True)
         print("\n".join(lines), flush=True)
         print(f"# {len(jobs)} jobs", file=sys.stderr)
     return 0
+
+
+def main(argv: list[str] | None = None) -> int:
+    from .cli import run_tool
+
+    return run_tool(_main, argv)
 
 
 if __name__ == "__main__":

@@ -322,13 +322,13 @@ def test_evaluate_from_elsewhere_uses_the_training_cache(tmp_path, monkeypatch):
 def test_aggregate_odd_input(tmp_path, capsys):
     empty = tmp_path / "empty"
     empty.mkdir()
-    assert aggregate.main([str(empty)]) != 0
+    assert aggregate.main([f"dir={empty}"]) != 0
     err = capsys.readouterr().err.strip()
     assert err.startswith("error:") and "\n" not in err
     d = tmp_path / "sweep" / "linear" / "gpt2" / "seed0"
     d.mkdir(parents=True)
     (d / "results.json").write_text("[1, 2]")
-    assert aggregate.main([str(tmp_path / "sweep")]) == 0
+    assert aggregate.main([f"dir={tmp_path / 'sweep'}"]) == 0
     assert [r.status for r in aggregate.find_runs(tmp_path / "sweep")] == ["failed"]
 
 

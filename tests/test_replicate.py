@@ -145,7 +145,8 @@ def test_verdicts_replicated(tmp_path):
         assert v[c].verdict == "replicated", (c, [(x.what, x.outcome, x.numbers) for x in v[c].checks])
     assert len(v["C1"].checks) == 12
     # the paper's outliers are left out of C2/C5 and judged in C6 (vs gpt2, same profile)
-    assert "Headroom" in v["C2"].note and "gpt2_rms_swiglu" in v["C2"].note and not any("gpt2_rms_swiglu" in x.what for x in v["C2"].checks)
+    assert "Headroom" in v["C2"].note and "gpt2_rms_swiglu" in v["C2"].note
+    assert not any("gpt2_rms_swiglu" in x.what for x in v["C2"].checks)
     assert "gpt2_rms on decision_tree" in v["C5"].note
     assert "mamba on decision_tree" in v["C5"].note  # 0.832 in Table 3
     c6 = [x for k, x in v.items() if k.startswith("C6")]

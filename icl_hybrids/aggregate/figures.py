@@ -43,7 +43,8 @@ def heatmap(cells: list[Cell], tasks: list[str], models: list[str], png, paper: 
                     txt, color = lab.replace("unfinished ", "unfin.\n"), "#aa0000" if c is not None else "#777777"
                 else:
                     s = c.stats()
-                    lo, hi = (s["seed_ci_lo"], s["seed_ci_hi"]) if s["n_finished"] >= 2 else (s["prompt_ci_lo"], s["prompt_ci_hi"])
+                    seeds = s["n_finished"] >= 2
+                    lo, hi = (s["seed_ci_lo"], s["seed_ci_hi"]) if seeds else (s["prompt_ci_lo"], s["prompt_ci_hi"])
                     txt = f"{vals[i, j]:.2f}" + (f"±{(hi - lo) / 2:.2f}" if lo is not None else "")
                     color = "white" if vals[i, j] < 0.75 else "black"
                 if pv is not None:

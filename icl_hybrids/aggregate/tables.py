@@ -121,7 +121,8 @@ def write_tables(sweep_dir, out_dir=None, paper: bool = True) -> dict:
              "seeds." + (" `paper`: arXiv 2411.03945 Table 3 (500k steps; sparse parity 200k)." if paper else "")
              + " 1 = as good as the task's baseline estimator, 0 = the zero estimator.", "",
              "Runs: " + ", ".join(f"{v} {k}" for k, v in sorted(n_status.items()))
-             + ("" if grid_known else " (the sweep's job grid is not recorded — no basic-sweeper multirun.yaml — so only runs found on disk are listed)"), ""]
+             + ("" if grid_known else " (the sweep's job grid is not recorded — no basic-sweeper multirun.yaml — "
+                                      "so only runs found on disk are listed)"), ""]
     head = ["id", "model"] + [task_label(t) + (f" (paper ±{P.CI95[t]})" if paper and P.CI95.get(t) else "")
                               for t in tasks]
     lines += ["| " + " | ".join(head) + " |", "|" + "---|" * len(head)]

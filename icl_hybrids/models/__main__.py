@@ -11,13 +11,15 @@ from .model import build_model
 
 
 def rows():
+    from hydra.utils import instantiate as build_task  # = lit.build_task, without importing lightning
+
     for name in model_order(group_options("model")):
         out = {}
         for profile in ("cleaned", "paper_code"):
             for task in ("linear", "mqar"):
                 cfg = compose_config([f"model={name}", f"task={task}", f"model/profile={profile}"])
-                m = build_model(cfg.model, n_dims=cfg.task.n_dims, y_dim=20 if task == "mqar" else 1,
-                                max_points=cfg.task.n_points)
+                t = build_task(cfg.task)  # the task says its output width (MQAR: one-hot values)
+                m = build_model(cfg.model, n_dims=t.n_dims, y_dim=t.y_dim, max_points=cfg.task.n_points)
                 out[profile, task] = m.n_params()
         cfg = compose_config([f"model={name}"])
         c = cfg.model

@@ -48,7 +48,8 @@ class CausalSelfAttention(nn.Module):
         q, k, v = (z.view(b, t, self.n_head, self.head_dim).transpose(1, 2) for z in (q, k, v))  # [B, H, T, hd]
         if rope is not None:
             q, k = apply_rotary(q, *rope), apply_rotary(k, *rope)
-        flash = flash_attn_func() if (self.use_flash_attn and q.is_cuda and q.dtype in (torch.float16, torch.bfloat16)) else None  # autocast: q is half
+        half = q.dtype in (torch.float16, torch.bfloat16)  # under autocast q is half
+        flash = flash_attn_func() if (self.use_flash_attn and q.is_cuda and half) else None
         if flash is not None:  # flash-attn wants [B, T, H, hd]
             y = flash(q.transpose(1, 2), k.transpose(1, 2), v.transpose(1, 2), causal=True).transpose(1, 2)
             path = "flash"

@@ -22,10 +22,8 @@ SOLVED = 0.9
 MARGIN = 0.05
 #: a model "beats least squares" on sparse linear: its score against least squares is > 1 (lower error).
 BEATS = 1.0
-#: The paper's named outliers (Sec. 4): GPT-2 RMS SwiGLU converges to a suboptimal scheme on sparse linear
-#: (Table 3: 0.754 vs ~0.93), GPT-2 RMS fails to learn decision trees (0.114); each against GPT-2 (model 1).
-OUTLIERS = {"sparse_linear": "gpt2_rms_swiglu", "decision_tree": "gpt2_rms"}
-SIBLING = "gpt2"
+#: the paper's named outliers and the model each is compared with (the paper data module)
+OUTLIERS, SIBLING = P.OUTLIERS, P.OUTLIER_SIBLING
 
 RULES = {
     "C1": f"every model: score vs least squares >= {NEAR}",
