@@ -12,10 +12,13 @@ import matplotlib.pyplot as plt  # noqa: E402
 PAPER_RC = {"font.size": 9, "axes.titlesize": 10, "axes.labelsize": 9, "legend.fontsize": 7.5,
             "xtick.labelsize": 8, "ytick.labelsize": 8, "figure.dpi": 150, "savefig.dpi": 200,
             "axes.spines.top": False, "axes.spines.right": False}
-LABELS = {"zero": "zero estimator", "averaging": "averaging", "knn": "3-NN", "least_squares": "least squares",
-          "ridge": "ridge", "lasso": "Lasso (α=0.001)", "two_layer_nn": "2-layer NN (GD)",
-          "decision_tree": "greedy tree", "gradient_boosting": "gradient boosting",
-          "sparse_parity_bayes": "Bayes-optimal", "mqar_lookup": "exact lookup"}
+
+
+def baseline_display(name: str) -> str:
+    """A baseline's display name (its config's ``_label_``; baselines.baseline_label)."""
+    from .baselines import baseline_label
+
+    return baseline_label(name)
 
 
 def _write_csv(path: Path, header: list[str], rows) -> None:
@@ -34,7 +37,7 @@ def error_curves(results: dict, out_png, title: str | None = None, normalize: bo
     curves = [(f"{results.get('model', 'model')} (ICL score {results['icl_score']:.3f})", results["model_errors"],
                results.get("model_errors_ci99"))]
     for name, e in results["baseline_errors"].items():
-        curves.append((LABELS.get(name, name), e, results.get("baseline_errors_ci99", {}).get(name)))
+        curves.append((baseline_display(name), e, results.get("baseline_errors_ci99", {}).get(name)))
     with plt.rc_context(PAPER_RC):
         fig, ax = plt.subplots(figsize=(3.6, 2.6))
         for i, (label, mean, ci) in enumerate(curves):
@@ -119,7 +122,7 @@ def trajectory(traj: dict, out_png, title: str | None = None, normalize: bool = 
         for i, name in enumerate(names):
             color = f"C{(i + 1) % 10}"
             ax.plot(k, [v / d for v in traj["baseline_errors"][name]], ls="--", lw=1.0, color=color,
-                    label=LABELS.get(name, name))
+                    label=baseline_display(name))
             _band(ax, k, traj.get("baseline_errors_ci99", {}).get(name), d, color, alpha=0.12)
         ax.set_xlabel("in-context examples")
         ax.set_ylabel("squared error" + (f" / d (d={d})" if d != 1 else ""))
@@ -138,13 +141,13 @@ def trajectory(traj: dict, out_png, title: str | None = None, normalize: bool = 
         ax2.axhline(1.0, color="gray", lw=0.8, ls="--")
         ax2.axhline(0.0, color="gray", lw=0.8, ls=":")
         ax2.set_xlabel("training step")
-        ax2.set_ylabel(f"ICL score (vs {LABELS.get(traj.get('baseline'), traj.get('baseline', 'baseline'))})")
+        ax2.set_ylabel(f"ICL score (vs {baseline_display(traj.get('baseline', 'baseline'))})")
         ax2.set_title("ICL regression score")
         fig.tight_layout()
         fig.savefig(out_png)
         plt.close(fig)
     cols = [(f"step {s}", traj["model_errors"][s], traj.get("model_errors_ci99", {}).get(s)) for s in steps]
-    cols += [(LABELS.get(n, n), traj["baseline_errors"][n], traj.get("baseline_errors_ci99", {}).get(n)) for n in names]
+    cols += [(baseline_display(n), traj["baseline_errors"][n], traj.get("baseline_errors_ci99", {}).get(n)) for n in names]
     header = ["context_length"] + [c[0] for c in cols] + [f"{c[0]} lo99" for c in cols] + [f"{c[0]} hi99" for c in cols]
     rows = [[kk] + [c[1][j] for c in cols] + [(c[2][0][j] if c[2] else "") for c in cols]
             + [(c[2][1][j] if c[2] else "") for c in cols] for j, kk in enumerate(k)]
@@ -165,7 +168,7 @@ def cross_task(results: dict, out_png, title: str | None = None, normalize: bool
     curves = [(f"{model} on {results.get('task')} (score {results['icl_score']:.3f})", results["model_errors"],
                results.get("model_errors_ci99"), dict(lw=1.8, color="C0"))]
     for i, (name, e) in enumerate(results["baseline_errors"].items()):
-        curves.append((f"{LABELS.get(name, name)} on {results.get('task')}", e,
+        curves.append((f"{baseline_display(name)} on {results.get('task')}", e,
                        results.get("baseline_errors_ci99", {}).get(name), dict(lw=1.1, ls="--", color=f"C{i + 1}")))
     own = results.get("train_task_model_errors")
     if own:

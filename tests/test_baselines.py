@@ -326,3 +326,16 @@ def test_mqar_lookup():
     xs[0, 5] = xs[0, 0]  # repeated key -> most recent earlier occurrence (index 2)
     assert torch.equal(get_baseline("mqar_lookup")(xs, ys)[0, 5], ys[0, 2])
     assert get_baseline("mqar_lookup")(xs, ys[..., 0]).shape == (2, 6)
+
+
+def test_every_baseline_names_itself_for_plots():
+    """A baseline describes its own display name (``_label_`` in its YAML): no list of names in plots."""
+    from icl_hybrids.baselines import baseline_label, baseline_names, baseline_settings
+
+    names = baseline_names()
+    labels = {n: baseline_label(n) for n in names}
+    assert all(labels[n] != n for n in names), [n for n in names if labels[n] == n]
+    assert len(set(labels.values())) == len(names)  # two baselines never share a legend entry
+    assert all("_label_" not in baseline_settings(n) for n in names)  # metadata, not a constructor argument
+    assert baseline_label("ckpt:/some/run.ckpt") == "ckpt:/some/run.ckpt"
+    assert baseline_label("ridge_alpha=0.5") == "ridge_alpha=0.5"

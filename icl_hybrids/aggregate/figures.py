@@ -73,7 +73,7 @@ def overlay_error_curves(results: list[dict], png, title: str | None = None, nor
     matplotlib.use("Agg")
     import matplotlib.pyplot as plt
 
-    from ..plots import LABELS, PAPER_RC, error_scale
+    from ..plots import PAPER_RC, baseline_display, error_scale
 
     png = Path(png)
     if not results:
@@ -100,7 +100,7 @@ def overlay_error_curves(results: list[dict], png, title: str | None = None, nor
         for name, style in ((base, dict(color="black", ls="--", lw=1.2)), ("zero", dict(color="grey", ls=":", lw=1.2))):
             e = first.get("baseline_errors", {}).get(name)
             if e:
-                ax.plot(k, [v / d for v in e], label=LABELS.get(name, name), **style)
+                ax.plot(k, [v / d for v in e], label=baseline_display(name), **style)
         scored = first.get("score_positions")
         if scored and len(scored) < len(k):
             ax.axvspan(min(scored) - 0.5, max(scored) + 0.5, color="#f3f3f3", zorder=0, lw=0)

@@ -91,6 +91,15 @@ def baseline_is_slow(name: str, dirs=None) -> bool:
     return not name.startswith("ckpt:") and bool(baseline_spec(name, dirs=dirs).get("_slow_", False))
 
 
+def baseline_label(name: str, dirs=None) -> str:
+    """How plots and tables name baseline ``name``: ``_label_`` in its YAML, else the name itself (also for
+    names that are not a config, e.g. ``ckpt:<path>`` or a results file's ``ridge_alpha=0.5``)."""
+    try:
+        return str(baseline_spec(name, dirs=dirs).get("_label_") or name)
+    except ValueError:
+        return name
+
+
 def get_baseline(name: str, overrides=None, dirs=None, **kwargs) -> Baseline:
     """Instantiate the baseline ``name``: its configured settings, then ``overrides``, then ``kwargs`` (task
     parameters such as ``n_dims``/``k``, or a test's explicit settings). ``ckpt:<path>`` loads a checkpoint."""
@@ -104,6 +113,7 @@ def get_baseline(name: str, overrides=None, dirs=None, **kwargs) -> Baseline:
 __all__ = [
     "Baseline",
     "baseline_class",
+    "baseline_label",
     "baseline_is_slow",
     "baseline_names",
     "baseline_settings",
