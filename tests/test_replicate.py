@@ -157,6 +157,8 @@ def test_verdicts_replicated(tmp_path):
     assert "| C1 |" in text and "**replicated**" in text and "not replicated" not in text.split("## Verdicts")[1].split("###")[0]
     assert f"NEAR={R.NEAR}" in text and "95% t-interval" in text
     assert "0.970, 0.980, 0.990" in text  # per-seed scores in the cell table
+    pilots = text.split("How each size was chosen")[1].split("## Verdict rules")[0]
+    assert "- **c1_linear**: C1" in pilots and "Pilots" in pilots  # the group YAML's header comment
     assert (tmp_path / "docs" / "replication" / "c1_linear.png").stat().st_size > 1000
     assert "](replication/c1_linear.png)" in text
     vj = json.loads((tmp_path / "docs" / "replication" / "verdicts.json").read_text())

@@ -47,6 +47,27 @@ def _scale_rows(root: Path, data) -> list[str]:
     return rows
 
 
+def _pilot_notes(groups) -> list[str]:
+    """The header comment of each group's experiment file (conf/experiment/replicate_cpu_<group>.yaml): why
+    that size, from the pilot runs. Written once, in the config beside the sizes it explains."""
+    from ..config import CONF_DIR
+
+    out = []
+    for g in groups:
+        f = Path(CONF_DIR) / "experiment" / f"replicate_cpu_{g}.yaml"
+        if not f.is_file():
+            continue
+        lines = f.read_text().splitlines()
+        body = []
+        for x in lines[1:]:
+            if not x.startswith("#"):
+                break
+            body.append(x[1:].strip())
+        if body:
+            out += [f"- **{g}**: " + " ".join(body)]
+    return out
+
+
 def _cell_table(data) -> list[str]:
     rows = ["| group | model | profile | baseline | seeds | per-seed scores | mean [95% CI over seeds] | paper |",
             "|---|---|---|---|---|---|---|---|"]
@@ -148,6 +169,8 @@ def report(root, doc="docs/replication.md", fig_dir="docs/replication") -> Path:
          "- every score is the ICL regression score (paper eq. 1) on 1000 evaluation prompts at the last step; "
          "a cell's interval is the 95% t-interval over its seeds", "",
          *_scale_rows(root, data), "",
+         "How each size was chosen (the pilot runs, from the header of `conf/experiment/replicate_cpu_<group>.yaml`):", "",
+         *_pilot_notes(sorted(data)), "",
          "## Verdict rules", "",
          "A *check* compares an interval with a threshold: **yes** when the whole 95% interval is on the claimed side, "
          "**no** when the whole interval is on the other side, **unclear** otherwise. A claim is **replicated** when every "
