@@ -32,7 +32,7 @@ help:
 	@echo "make models  - table of the named architectures and their parameter counts"
 	@echo "make bench   - side-by-side speed benchmark (quick mode)"
 	@echo "make sweep-plan | sweep-cpu | sweep-slurm | table3 | figures  (see README)"
-	@echo "make replicate-cpu - reduced-scale replication of the paper's claims (~1 h on 2 cores) -> docs/replication.md"
+	@echo "make replicate-cpu - reduced-scale replication of the paper's claims (~75 min on 2 cores) -> docs/replication.md"
 
 $(PY):
 	python3 -m venv $(VENV)
@@ -111,8 +111,40 @@ figures: install
 # make replicate-cpu [JOBS=2] [ARGS="..."]   the claim groups (conf/experiment/replicate_cpu_*.yaml), resumable,
 #                                            then docs/replication.md + docs/replication/*.png from the results
 REPLICATE ?= multirun_outputs/replicate_cpu
+# OPTIONAL=true: also the c6_* groups (the paper's outliers under model/profile=paper_code; ~12% more time)
+OPTIONAL ?= false
 
 # (the report is written even when a run failed; the target then exits with the run's status)
 replicate-cpu: install
-	$(PY) -m icl_hybrids.replicate run jobs=$(JOBS) $(ARGS); rc=$$?; \
+	$(PY) -m icl_hybrids.replicate run jobs=$(JOBS) optional=$(OPTIONAL) $(ARGS); rc=$$?; \
 	$(PY) -m icl_hybrids.replicate report dir=$(REPLICATE) && exit $$rc
+
+# ---- GPU check (docs/performance.md, "GPU check") ---------------------------------------------------------
+# make gpu-wheels   download the pure-Python wheels a bare CUDA machine (its own torch, no network) lacks, into
+#                   $(GPU_WHEELS)/, pinned to the versions installed here (the combination the tests ran with)
+# make gpu-check    scripts/gpu_check.sh: install them, then CUDA tests, bench, 2000-step run, evaluation (<= 8 min)
+GPU_WHEELS ?= gpu_wheels
+# the project's runtime needs a CUDA image may lack (pyproject.toml), their pure-Python dependencies, and
+# setuptools for the editable install's isolated build (--no-index: it comes from this folder too)
+GPU_WHEEL_PKGS := hydra-core omegaconf lightning lightning-utilities torchmetrics submitit hydra-submitit-launcher \
+  hydra-joblib-launcher tensorboardX packaging typing-extensions fsspec tqdm cloudpickle joblib setuptools
+# the version of each package installed here, name==version (the bare name for one not installed here)
+GPU_PIN = $(shell $(PY) -c 'import importlib.metadata as m, sys; v = lambda n: f"{n}=={m.version(n)}" if \
+  any(m.distributions(name=n)) else n; print(" ".join(map(v, sys.argv[1:])))' $(1))
+
+.PHONY: gpu-wheels gpu-check
+gpu-wheels: install
+	mkdir -p $(GPU_WHEELS)
+	$(PIP) download -q --only-binary=:all: --no-deps -d $(GPU_WHEELS) $(call GPU_PIN,$(GPU_WHEEL_PKGS))
+	@# antlr4 4.9.3 (what omegaconf 2.3 / hydra 1.3 require) is an sdist only on PyPI: built here, pure Python
+	$(PIP) wheel -q --no-deps -w $(GPU_WHEELS) antlr4-python3-runtime==4.9.3
+	@# PyYAML is compiled: the wheels for CPython 3.10-3.13 on x86-64 Linux (the script installs only the one
+	@# that fits, and only where PyYAML is missing)
+	for v in 3.10 3.11 3.12 3.13; do \
+	  $(PIP) download -q --only-binary=:all: --no-deps -d $(GPU_WHEELS) --python-version $$v --implementation cp \
+	    --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 $(call GPU_PIN,PyYAML) || exit 1; \
+	done
+	@ls $(GPU_WHEELS) | wc -l | xargs echo "wheels in $(GPU_WHEELS)/:"; du -sh $(GPU_WHEELS)
+
+gpu-check:
+	bash scripts/gpu_check.sh --wheels $(GPU_WHEELS) $(ARGS)

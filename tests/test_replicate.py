@@ -238,3 +238,13 @@ def test_session_wall_counts_overlap_once():
          {"started": "2026-01-01T09:00:00+00:00", "finished": "2026-01-01T09:05:00+00:00"}]
     assert R.session_wall(s) == pytest.approx((70 + 5) * 60)
     assert R.session_wall([]) == 0
+
+
+def test_optional_groups_only_when_asked():
+    from icl_hybrids.replicate.__main__ import parse
+
+    _, a, _ = parse(["run"])
+    assert a["only"] and not any(g.startswith(R.PREFIX + R.OPTIONAL) for g in a["only"])
+    assert len(a["only"]) == len([g for g in R.group_names() if not g[len(R.PREFIX):].startswith(R.OPTIONAL)])
+    assert parse(["run", "optional=true"])[1]["only"] is None  # every group
+    assert parse(["plan", "only=c6_decision_tree_paper_code"])[1]["only"] == ["c6_decision_tree_paper_code"]

@@ -1,7 +1,7 @@
 """A reduced-scale replication of the findings of arXiv 2411.03945 on a 2-core CPU (``make replicate-cpu``).
 
     python -m icl_hybrids.replicate plan [dir=D] [only=G1,G2] [key=value ...]   # groups, jobs, status, cost
-    python -m icl_hybrids.replicate run [jobs=2] [dir=D] [only=G1,G2] [key=value ...]
+    python -m icl_hybrids.replicate run [jobs=2] [dir=D] [only=G1,G2] [optional=true] [key=value ...]
     python -m icl_hybrids.replicate report [dir=D] [doc=docs/replication.md] [fig_dir=docs/replication]
 
 **Plan.** Every claim group is a Hydra experiment, ``conf/experiment/replicate_cpu_<group>.yaml`` (which
@@ -9,6 +9,10 @@ includes ``replicate_cpu.yaml``, the shared settings): its ``hydra.sweeper.param
 seeds), its body the sizes. Nothing here lists models: the jobs come from ``sweep.plan`` on each group, and
 the roles a claim needs (attention-only vs Mamba-containing models, the paper's outliers) are read from the
 model configs (``conf/model``) and from the paper's Table 3 (``icl_hybrids.paper``).
+
+**Optional groups.** ``c6_*`` (the paper's outliers under ``model/profile=paper_code``) run only with
+``optional=true`` (``make replicate-cpu OPTIONAL=true``) or when ``only=`` names them: the issue's budget is
+75 minutes for the claims C1-C5, and the outlier question is "if the budget allows".
 
 **Run.** Each (group, model) pair is one Hydra multirun over the group's seeds, started through the sweep
 runner (``icl_hybrids.sweep.run_parallel`` over ``experiment=<group> model=<model>``, one process); ``jobs`` of

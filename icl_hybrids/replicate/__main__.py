@@ -5,19 +5,21 @@ import sys
 from pathlib import Path
 
 from . import __doc__ as DOC
-from .plan import DEFAULT_ROOT, PREFIX, format_plan, group_names, load_plan
+from .plan import DEFAULT_ROOT, OPTIONAL, PREFIX, format_plan, group_names, load_plan
 
 PROG = "python -m icl_hybrids.replicate"
 #: each sub-command's keys and their defaults; plan and run also take Hydra overrides for every group's jobs
 KEYS = {
-    "plan": {"dir": DEFAULT_ROOT, "only": None},
-    "run": {"jobs": 2, "dir": DEFAULT_ROOT, "only": None},
+    "plan": {"dir": DEFAULT_ROOT, "only": None, "optional": False},
+    "run": {"jobs": 2, "dir": DEFAULT_ROOT, "only": None, "optional": False},
     "report": {"dir": DEFAULT_ROOT, "doc": "docs/replication.md", "fig_dir": "docs/replication"},
 }
 WHAT = {"plan": "the groups and their jobs, with their status and sizes (nothing run)",
         "run": "run every group, resumably (rerun: finished runs are skipped, unfinished ones resumed)",
         "report": "docs/replication.md + figures from a replication directory"}
-HELP = {"dir": "the replication directory", "only": "comma-separated groups (c1_linear or replicate_cpu_c1_linear)",
+HELP = {"optional": f"also the optional groups ({OPTIONAL}*: the outliers under model/profile=paper_code; "
+                    "about 12% more time) when only= is not given",
+        "dir": "the replication directory", "only": "comma-separated groups (c1_linear or replicate_cpu_c1_linear)",
         "jobs": "(group, model) multiruns side by side", "doc": "the report to write",
         "fig_dir": "where the figures (and verdicts.json) go"}
 
@@ -42,6 +44,8 @@ def parse(argv: list[str]) -> tuple[str, dict, list[str]] | None:
             if g not in known and PREFIX + g not in known:
                 raise ConfigError(f"only={g}: unknown group (allowed: {', '.join(n[len(PREFIX):] for n in known)})")
         a["only"] = only or None
+    if cmd in ("plan", "run") and a["only"] is None and not a["optional"]:
+        a["only"] = [g for g in group_names() if not g[len(PREFIX):].startswith(OPTIONAL)]
     return cmd, a, overrides
 
 
