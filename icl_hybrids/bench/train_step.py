@@ -1,5 +1,7 @@
-"""``train_step.<model>`` and ``train_step_ratio.mamba_vs_gpt2``: train steps of our models, vs
-transformers of identical shape and weights, and Mamba vs GPT-2 at the same size."""
+"""``train_step.<model>``, ``train_step_bf16.<model>`` and ``train_step_ratio.mamba_vs_gpt2``: train steps of
+our models, vs transformers of identical shape and weights, our bf16 autocast step vs our fp32 step, and Mamba
+vs GPT-2 at the same size. Every timed side also gets a roofline record (``roofline.<side>``: FLOPs per step
+by flops.count_train_step_flops, achieved GFLOP/s; the driver adds the MFU against the run's matmul peak)."""
 from __future__ import annotations
 
 import copy
@@ -8,6 +10,7 @@ from collections.abc import Callable
 
 import torch
 
+from .flops import count_train_step_flops
 from .harness import Runner, _maxdiff, _r, _ratio, _sync, _timing
 
 
@@ -35,9 +38,11 @@ def hf_mamba(m, n_points: int, use_mambapy: bool = False):
 HF_BUILDERS = {"gpt2": hf_gpt2, "llama": hf_llama, "mamba": hf_mamba}
 
 
-def _train_step_fn(model, xs, ys, optim_cfg) -> Callable[[], float]:
+def _train_step_fn(model, xs, ys, optim_cfg, autocast: Callable[[], object] | None = None) -> Callable[[], float]:
     """One full training step as lit.ICLModule does it (MSE over all positions; Adam with the
-    foreach / fused switch of cfg.optim) on a fixed batch."""
+    foreach / fused switch of cfg.optim) on a fixed batch. ``autocast``: a context factory around forward and
+    loss, as Lightning's precision plugin wraps ``training_step`` (backward and Adam run outside it, on the
+    fp32 master weights); the loss is taken in fp32 (``preds.float()``, as lit.ICLModule.loss_fn)."""
     kw = {"fused": True} if (optim_cfg.fused and xs.is_cuda) else {"foreach": bool(optim_cfg.foreach)}
     opt = torch.optim.Adam(model.parameters(), lr=float(optim_cfg.lr), betas=tuple(optim_cfg.betas),
                            eps=float(optim_cfg.eps), weight_decay=float(optim_cfg.weight_decay), **kw)
@@ -45,12 +50,40 @@ def _train_step_fn(model, xs, ys, optim_cfg) -> Callable[[], float]:
 
     def step():
         opt.zero_grad(set_to_none=True)
-        loss = ((model(xs, ys) - ys) ** 2).mean()
+        if autocast is None:
+            loss = ((model(xs, ys) - ys) ** 2).mean()
+        else:
+            with autocast():
+                loss = ((model(xs, ys).float() - ys) ** 2).mean()
         loss.backward()
         opt.step()
         return loss
 
     return step
+
+
+def bf16_autocast(dev: torch.device) -> Callable[[], object]:
+    """What ``trainer.precision=bf16-mixed`` runs the forward under: on CPU perf.CPUBf16MixedPrecision's
+    context (autocast + SDPA's math backend), on CUDA Lightning's ``torch.autocast("cuda", bfloat16)``."""
+    from .. import perf
+
+    if dev.type == "cpu":
+        return perf.bf16_cpu_context
+    return lambda: torch.autocast(dev.type, dtype=torch.bfloat16, cache_enabled=False)
+
+
+def _roof(flops: dict, t: dict, dtype: str = "fp32", batch: int | None = None) -> dict:
+    """Roofline record of one timed side: FLOPs per step (the rule of flops.py), achieved GFLOP/s of its
+    matmul + attention part at the side's min time; ``mfu`` is added by the driver (driver.add_mfu)."""
+    rec = {"dtype": dtype, "flops_per_step": flops["mfu_flops"], "flops_per_step_total": flops["total"],
+           "gflops": _r(flops["mfu_flops"] / t["min_s"] / 1e9), "gflops_total": _r(flops["total"] / t["min_s"] / 1e9)}
+    if batch is not None:
+        rec["batch"] = batch
+    return rec
+
+
+def _flops(model, batch: int, size: dict) -> dict:
+    return count_train_step_flops(model, batch, 2 * size["task"]["n_points"])
 
 
 def _train_case(name: str, size: dict, dev: torch.device):
@@ -102,11 +135,15 @@ def bench_train_step_ratio(size: dict, runner: Runner, reps: int) -> dict:
              "ratio_torch_path": _r(_ratio(t["mamba_torch_path"]["min_s"], t["gpt2"]["min_s"])),
              "speedup_vs_torch_path": _r(_ratio(t["mamba_torch_path"]["min_s"], t["mamba"]["min_s"])),
              "max_abs_diff_vs_torch_path": _r(diff, 3)}
+    fl_g, fl_m = _flops(gpt2, size["batch"], size), _flops(mamba, size["batch"], size)
+    entry["flops_per_step"] = {"gpt2": fl_g, "mamba": fl_m}
+    entry["roofline"] = {"gpt2": _roof(fl_g, t["gpt2"]), "mamba": _roof(fl_m, t["mamba"]),
+                         "mamba_torch_path": _roof(fl_m, t["mamba_torch_path"])}
     return entry
 
 
 def bench_train_step(name: str, size: dict, runner: Runner, reps: int, hf_mamba_reps: int,
-                     compile_models: bool = False) -> dict:
+                     compile_models: bool = False, compile_mode: str | None = None) -> dict:
     dev = runner.device
     mc, tc, B = size["model"], size["task"], size["batch"]
     cfg, ours, xs, ys = _train_case(name, size, dev)
@@ -134,13 +171,18 @@ def bench_train_step(name: str, size: dict, runner: Runner, reps: int, hf_mamba_
                 f"the transformers comparison runs at batch {hf_b} (both sides): its CPU paths keep every "
                 "[B, d_inner, T, N] intermediate for backward, ~19 GB at batch 64 for the sequential path "
                 "(measured once: 517 s/step) and out of memory (> 23 GB) for use_mambapy=True")
-    if compile_models and name in ("gpt2", "llama"):  # opt-in: trainer.compile=true
-        compiled = copy.deepcopy(ours)
-        fns["ours_compiled"] = _train_step_fn(torch.compile(compiled), xs, ys, cfg.optim)
+    if compile_models:  # opt-in: trainer.compile=true
+        # compile_mode: torch.compile's mode (None: its default; "reduce-overhead": CUDA graphs on GPU)
+        compiled_fn = _train_step_fn(torch.compile(copy.deepcopy(ours), mode=compile_mode), xs, ys, cfg.optim)
+        entry["compile_mode"] = compile_mode or "default"
         t0 = time.perf_counter()
-        fns["ours_compiled"]()  # compilation (forward and backward graphs)
-        _sync(dev)
-        entry["compile_s"] = _r(time.perf_counter() - t0)
+        try:
+            compiled_fn()  # compilation (forward and backward graphs)
+            _sync(dev)
+            fns["ours_compiled"] = compiled_fn
+            entry["compile_s"] = _r(time.perf_counter() - t0)
+        except Exception as exc:  # noqa: BLE001 - e.g. a custom kernel dynamo cannot trace; eager still timed
+            entry["compile_error"] = f"{type(exc).__name__}: {str(exc)[:500]}"
     reps_of = ({"hf": min(reps, hf_mamba_reps), "ours_at_hf_batch": min(reps, hf_mamba_reps)}
                if name == "mamba" else None)
     t = runner.compare(fns, reps, reps_of)
@@ -159,4 +201,67 @@ def bench_train_step(name: str, size: dict, runner: Runner, reps: int, hf_mamba_
         entry["hf_steps_per_s"] = _r(1.0 / t["hf"]["min_s"])
         entry["speedup_vs_hf"] = _r(_ratio(t["hf"]["min_s"], ref["min_s"]))
         entry["speedup_vs_hf_median"] = _r(_ratio(t["hf"]["median_s"], ref["median_s"]))
+    # roofline: the HF model has our shapes (and weights), so our count at its batch is its count
+    fl = _flops(ours, B, size)
+    entry["flops_per_step"] = fl
+    entry["roofline"] = {"ours": _roof(fl, t["ours"], batch=B)}
+    fl_hf = _flops(ours, hf_b, size) if hf_b != B else fl
+    if "hf" in t:
+        entry["roofline"]["hf"] = _roof(fl_hf, t["hf"], batch=hf_b)
+    if "ours_at_hf_batch" in t:
+        entry["roofline"]["ours_at_hf_batch"] = _roof(fl_hf, t["ours_at_hf_batch"], batch=hf_b)
+    if "ours_compiled" in t:
+        entry["roofline"]["ours_compiled"] = _roof(fl, t["ours_compiled"], batch=B)
+    entry["gflops"] = entry["roofline"]["ours"]["gflops"]
+    return entry
+
+
+def bench_train_step_bf16(name: str, size: dict, runner: Runner, reps: int) -> dict:
+    """Our bf16 autocast train step (``trainer.precision=bf16-mixed``: bf16 matmuls, fp32 master weights,
+    Adam and loss in fp32) against our fp32 step, same model, weights and batch, interleaved.
+    ``speedup`` = fp32 min / bf16 min. On CPU also the plain autocast without the math-SDPA choice
+    (``bf16_default_sdpa``, attention models only): what perf.CPUBf16MixedPrecision's kernel choice buys."""
+    dev = runner.device
+    mc, tc, B = size["model"], size["task"], size["batch"]
+    cfg, m32, xs, ys = _train_case(name, size, dev)
+    m16 = copy.deepcopy(m32)  # own weights and optimizer: the two sides' steps do not interact
+    ctx = bf16_autocast(dev)
+    with torch.no_grad():  # identical weights: how far the bf16 forward is from the fp32 one
+        ref = m32(xs, ys)
+        with ctx():
+            out16 = m16(xs, ys).float()
+    entry = {"device": dev.type, "model": name,
+             "shapes": {"batch": B, "n_points": tc["n_points"], "tokens": 2 * tc["n_points"],
+                        "n_dims": tc["n_dims"], **mc, "n_params": m32.n_params()},
+             "what": ("train step (zero_grad, forward, MSE, backward, Adam) of the same model in fp32 and under "
+                      "bf16 autocast (trainer.precision=bf16-mixed: "
+                      + ("perf.CPUBf16MixedPrecision: torch.autocast('cpu', bfloat16) + SDPA math backend"
+                         if dev.type == "cpu" else "torch.autocast('cuda', bfloat16)")
+                      + "; fp32 master weights, loss and Adam in fp32), interleaved"),
+             "max_abs_diff_forward": _r(_maxdiff(ref, out16), 3),
+             "output_max_abs": _r(float(ref.abs().max()), 3),
+             "forward_finite": bool(torch.isfinite(out16).all())}
+    fns = {"fp32": _train_step_fn(m32, xs, ys, cfg.optim),
+           "bf16": _train_step_fn(m16, xs, ys, cfg.optim, autocast=ctx)}
+    has_attention = any(type(m).__name__ == "CausalSelfAttention" for m in m32.modules())
+    if dev.type == "cpu" and has_attention:
+        m16d = copy.deepcopy(m32)
+        fns["bf16_default_sdpa"] = _train_step_fn(
+            m16d, xs, ys, cfg.optim, autocast=lambda: torch.autocast("cpu", dtype=torch.bfloat16, cache_enabled=False))
+    t = runner.compare(fns, reps)
+    loss = fns["bf16"]()  # one more step: its loss, and the master weights' dtype after steps
+    entry["loss_finite"] = bool(torch.isfinite(loss.detach()).all())
+    entry["master_weights_dtype"] = sorted({str(p.dtype).replace("torch.", "") for p in m16.parameters()})
+    fl = _flops(m32, B, size)
+    entry["flops_per_step"] = fl
+    entry["roofline"] = {}
+    for k in fns:
+        entry[k] = _timing(t[k])
+        entry["roofline"][k] = _roof(fl, t[k], dtype="fp32" if k == "fp32" else "bf16")
+    entry["steps_per_s_fp32"] = _r(1.0 / t["fp32"]["min_s"])
+    entry["steps_per_s_bf16"] = _r(1.0 / t["bf16"]["min_s"])
+    entry["speedup"] = _r(_ratio(t["fp32"]["min_s"], t["bf16"]["min_s"]))
+    entry["speedup_median"] = _r(_ratio(t["fp32"]["median_s"], t["bf16"]["median_s"]))
+    if "bf16_default_sdpa" in t:
+        entry["speedup_default_sdpa"] = _r(_ratio(t["fp32"]["min_s"], t["bf16_default_sdpa"]["min_s"]))
     return entry
