@@ -30,19 +30,39 @@ def all_finite(module) -> bool:
     return bool(torch.stack([torch.isfinite(p).all() for p in ps]).all()) if ps else True
 
 
+def world_size(trainer) -> int:
+    return int(getattr(trainer, "world_size", 1) or 1)
+
+
+def first_bad_step(trainer, pl_module) -> int | None:
+    """The first step with a non-finite loss on any rank (None: none). A collective under DDP (a MIN
+    all-reduce): every rank must call it at the same point."""
+    bad = pl_module.first_nonfinite_step() if hasattr(pl_module, "first_nonfinite_step") else None
+    if world_size(trainer) <= 1:
+        return bad
+    none = torch.iinfo(torch.long).max
+    t = torch.tensor(none if bad is None else bad, dtype=torch.long, device=pl_module.device)
+    t = int(trainer.strategy.reduce(t, reduce_op="min"))
+    return None if t == none else t
+
+
 class NonFiniteGuard(L.Callback):
     """Stops training (raises ``Diverged``) at the first non-finite loss, before anything is saved.
 
     The LightningModule records the first step whose loss was not finite in a device tensor (no host sync
     per step); the guard reads it every step on the CPU, every ``check_every`` steps on an accelerator, and
     always before a checkpoint or results.json is written (``check``, which also checks the weights).
-    It must come first in the callback list so that it runs before the checkpoint callback."""
+    It must come first in the callback list so that it runs before the checkpoint callback.
+
+    Under DDP the decision is collective (``first_bad_step``): each rank's loss is its own shard's, so one
+    rank alone could see an infinity; every rank calls ``check`` at the same points and all stop together
+    (a rank stopping alone would leave the others waiting in the next gradient all-reduce)."""
 
     def __init__(self, check_every: int = 1):
         self.check_every = max(1, int(check_every))
 
     def check(self, trainer, pl_module, weights: bool = False) -> None:
-        bad = pl_module.first_nonfinite_step() if hasattr(pl_module, "first_nonfinite_step") else None
+        bad = first_bad_step(trainer, pl_module)
         if bad is not None:
             raise Diverged(bad, "loss is not finite")
         if weights and not all_finite(pl_module):
@@ -53,6 +73,45 @@ class NonFiniteGuard(L.Callback):
             self.check(trainer, pl_module)
 
 
+class CollectiveSigterm(L.Callback):
+    """Under DDP, SIGTERM as a decision every rank takes after the same step. Lightning's own handler
+    broadcasts from inside the signal handler, a collective issued wherever the signal lands, which can pair
+    with a different collective on the other ranks (an all-reduce, a barrier) and leave them all waiting.
+    During training this handler only notes the signal; at the guard's cadence (every step on the CPU,
+    every ``check_every`` on an accelerator) the ranks all-reduce their notes, and if any rank was signalled
+    all raise Lightning's SIGTERMException together: AtomicCheckpoint then writes last.ckpt (a collective,
+    now on every rank) and the run exits 143. One process: Lightning's handling, untouched."""
+
+    def __init__(self, check_every: int = 1):
+        self.check_every = max(1, int(check_every))
+        self._installed, self._prev, self._noted = False, None, False
+
+    def _note(self, signum, frame):
+        self._noted = True
+
+    def on_train_start(self, trainer, pl_module):
+        import signal
+
+        if world_size(trainer) > 1 and not self._installed:
+            self._prev, self._installed = signal.signal(signal.SIGTERM, self._note), True
+
+    def on_train_batch_end(self, trainer, pl_module, outputs, batch, batch_idx):
+        if not self._installed or (pl_module.device.type != "cpu" and trainer.global_step % self.check_every):
+            return
+        flag = torch.tensor(int(self._noted), dtype=torch.long, device=pl_module.device)
+        if int(trainer.strategy.reduce(flag, reduce_op="max")):
+            from lightning.pytorch.utilities.exceptions import SIGTERMException
+
+            raise SIGTERMException
+
+    def teardown(self, trainer, pl_module, stage):
+        import signal
+
+        if self._installed:  # a handler installed outside Python reads back as None: the default then
+            signal.signal(signal.SIGTERM, self._prev if self._prev is not None else signal.SIG_DFL)
+            self._installed = False
+
+
 class AtomicCheckpoint(L.Callback):
     """``last.ckpt`` every ``last_every`` steps and at the end (written to a temp file, then renamed, so a
     kill never leaves a broken checkpoint), and ``step<k>.ckpt`` every ``every`` steps (kept: trajectories).
@@ -61,8 +120,9 @@ class AtomicCheckpoint(L.Callback):
     ``step_optimizer_state`` (a third of the bytes: docs/sweeps.md "Checkpoint sizes"). A resume that falls
     back to one (train.choose_resume: last.ckpt damaged) continues at its step with fresh Adam moments.
 
-    The temp name is unique per writer (pid and rank) and removed if the write fails (full disk); only
-    global rank 0 renames (Lightning writes the file on rank 0 only). With a ``guard``, nothing is written
+    The temp name is unique per writer (pid and rank) and removed if the write fails (full disk). Under DDP
+    every rank calls ``save`` at the same step (Lightning's save_checkpoint ends in a barrier); only global
+    rank 0 writes the file (Lightning's DDP strategy) and renames it. With a ``guard``, nothing is written
     once the loss or the weights are not finite: the last finite checkpoint stays untouched. On SIGTERM
     (Lightning stops at the end of the step) last.ckpt is written so a rerun resumes from there."""
 
@@ -75,7 +135,8 @@ class AtomicCheckpoint(L.Callback):
     def save(self, trainer, name: str, weights_only: bool = False) -> None:
         if self.guard is not None:
             self.guard.check(trainer, trainer.lightning_module, weights=True)
-        self.dir.mkdir(parents=True, exist_ok=True)
+        if trainer.is_global_zero:
+            self.dir.mkdir(parents=True, exist_ok=True)
         tmp = self.dir / f".{name}.{os.getpid()}.rank{trainer.global_rank}.tmp"
         module = trainer.lightning_module
         if module is not None:
@@ -85,7 +146,8 @@ class AtomicCheckpoint(L.Callback):
             if trainer.is_global_zero:
                 os.replace(tmp, self.dir / name)
         except BaseException:
-            tmp.unlink(missing_ok=True)
+            if trainer.is_global_zero:  # the other ranks never had a temp file
+                tmp.unlink(missing_ok=True)
             raise
         finally:
             if module is not None:
@@ -211,9 +273,63 @@ def fast_paths(trainer, pl_module, cfg) -> dict:
             "compile": bool(cfg.trainer.get("compile", False)), "precision": str(trainer.precision)}
 
 
+def weights_fingerprint(module) -> str:
+    """A short hash of a module's parameters (bitwise: equal hashes = identical weights)."""
+    import hashlib
+
+    h = hashlib.sha1()
+    for p in module.parameters():
+        h.update(p.detach().cpu().contiguous().reshape(-1).view(torch.uint8).numpy().tobytes())
+    return h.hexdigest()[:16]
+
+
+def data_record(trainer, pl_module, cfg) -> dict:
+    """How the training batches were drawn (docs/sweeps.md, "Multi-device training (DDP)"): the world size,
+    the prompts per rank, a fingerprint of each rank's first batch in this process
+    (distinct fingerprints = distinct prompts) and, under DDP, of each rank's weights now (equal = the
+    ranks are in sync). Gathered from every rank: a collective under DDP."""
+    world = world_size(trainer)
+    first = getattr(pl_module, "first_batch", None)
+    out = {"world_size": world, "rank_batch_size": int(cfg.optim.batch_size) // world,
+           "first_batch_step": first[0] if first else None, "first_batch_sha1": [first[1] if first else None]}
+    if world > 1:
+        import torch.distributed as dist
+
+        mine = (out["first_batch_sha1"][0], weights_fingerprint(pl_module.model))
+        gathered = [None] * world
+        dist.all_gather_object(gathered, mine)
+        out["first_batch_sha1"] = [g[0] for g in gathered]
+        out["weights_sha1"] = [g[1] for g in gathered]
+    return out
+
+
+def log_error_curves(trainer, summary: dict, step: int) -> None:
+    """The per-position squared errors of this evaluation (model and baselines) as a W&B table and line plot
+    ``eval/error_curve`` (the other loggers get the scalar scores only)."""
+    from lightning.pytorch.loggers import WandbLogger
+
+    wandb_loggers = [lg for lg in trainer.loggers if isinstance(lg, WandbLogger)]
+    if not wandb_loggers:
+        return
+    import wandb
+
+    names = ["model", *summary["baseline_errors"]]
+    curves = [summary["model_errors"], *summary["baseline_errors"].values()]
+    xs = summary["context_lengths"]
+    table = wandb.Table(columns=["context_length", *names], data=[[x, *(c[i] for c in curves)] for i, x in enumerate(xs)])
+    plot = wandb.plot.line_series(xs=xs, ys=curves, keys=names, title=f"squared error vs context length (step {step})",
+                                  xname="context length")
+    for lg in wandb_loggers:
+        lg.log_metrics({"eval/error_table": table, "eval/error_curve": plot}, step=step)
+
+
 class ICLEvalCallback(L.Callback):
     """Scores the model every ``every`` steps and at the end on fixed prompts against the baselines
-    (computed once per run and cached), logs the score, and rewrites results.json atomically."""
+    (computed once per run and cached), logs the score, and rewrites results.json atomically.
+
+    Under DDP every rank evaluates (the weights and the evaluation prompts are the same on every rank, so
+    are the scores) and only global rank 0 writes and logs: no rank waits in a collective for another's
+    evaluation, and every rank returns the same results."""
 
     def __init__(self, run_dir, cfg, every: int, extra: dict, guard: NonFiniteGuard | None = None):
         self.run_dir, self.cfg, self.every, self.extra = Path(run_dir), cfg, int(every), extra
@@ -258,7 +374,9 @@ class ICLEvalCallback(L.Callback):
             self.guard.check(trainer, pl_module, weights=True)
         summary = self._prepare(pl_module).score(pl_module.model, self.cfg.eval.batch_size, pl_module.device)
         step = trainer.global_step
-        log.info("step %d: ICL score vs %s %s", step, pl_module.task.baseline, format_score(summary))
+        if trainer.is_global_zero:
+            log.info("step %d: ICL score vs %s %s", step, pl_module.task.baseline, format_score(summary))
+            log_error_curves(trainer, summary, step)
         self.history = [h for h in self.history if h["step"] != step] + [{"step": step, "icl_score": summary["icl_score"]}]
         self.write_results(trainer, pl_module, summary, final)
         return summary
@@ -274,7 +392,8 @@ class ICLEvalCallback(L.Callback):
         out = {
             "device": torch.cuda.get_device_name(dev) if dev.type == "cuda" else f"cpu ({torch.get_num_threads()} threads)",
             "steps_per_sec": sps, "tokens_per_sec": sps * b * 2 * n if sps else None,
-            "wall_s": wall, "gpu_hours": wall / 3600 if dev.type == "cuda" else 0.0,
+            # every device of a DDP run is busy for the whole wall time
+            "wall_s": wall, "gpu_hours": wall / 3600 * world_size(trainer) if dev.type == "cuda" else 0.0,
         }
         if dev.type == "cuda":
             out["peak_memory_mb"] = torch.cuda.max_memory_allocated(dev) / 2**20
@@ -290,7 +409,7 @@ class ICLEvalCallback(L.Callback):
             "step": trainer.global_step, "max_steps": trainer.max_steps,
             "n_params": pl_module.model.n_params(), **summary,
             **self.hardware(trainer, pl_module), "fast_paths": fast_paths(trainer, pl_module, self.cfg),
-            "score_history": self.history,
+            "data": data_record(trainer, pl_module, self.cfg), "score_history": self.history,
         }
         self.results = res  # what training returns (no read-back of the file)
         if trainer.is_global_zero:  # strict JSON: a non-finite score is written as null

@@ -73,7 +73,9 @@ class OptimSchema:
 class TrainerSchema:
     max_steps: int = MISSING
     accelerator: str = MISSING
-    devices: int = MISSING
+    devices: Any = MISSING  # an int, a list of device indices, or "auto" (checked in validate)
+    strategy: str = MISSING
+    num_nodes: int = MISSING
     precision: str = MISSING
     ckpt_every_n_steps: int = MISSING
     last_ckpt_every_n_steps: int = MISSING
@@ -100,6 +102,15 @@ class EvalSchema:
 
 SCHEMA = {"task": TaskSchema, "model": ModelSchema, "curriculum": CurriculumSchema, "optim": OptimSchema,
           "trainer": TrainerSchema, "eval": EvalSchema}
+#: sections whose every key is a schema field: another key there is a typo (``+trainer.max_step=10``) that
+#: would otherwise be ignored silently. Task and model sections carry class-specific extras.
+CLOSED_SECTIONS = ("trainer",)
+
+
+def _check_known_keys(section: str, node) -> None:
+    names = [f.name for f in dataclasses.fields(SCHEMA[section])]
+    for k in node:
+        _need(k in names, f"{section}.{k}", node[k], f"unknown key (allowed: {', '.join(sorted(names))})")
 
 
 def _typed(section: str, node) -> Any:
@@ -132,6 +143,8 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         OmegaConf.to_container(cfg, resolve=True)
     except OmegaConfBaseException as e:
         raise ConfigError(f"{getattr(e, 'full_key', '?')}: {str(e).splitlines()[0]}") from None
+    for s in CLOSED_SECTIONS:
+        _check_known_keys(s, cfg[s])
     t = {s: _typed(s, cfg[s]) for s in SCHEMA}
     task, model, cur, opt, tr, ev = (t[s] for s in ("task", "model", "curriculum", "optim", "trainer", "eval"))
 
@@ -154,9 +167,9 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
     _need(str(tr.precision) in PRECISIONS, "trainer.precision", tr.precision, f"allowed: {', '.join(PRECISIONS)}")
     _need(tr.num_threads is None or tr.num_threads >= 1, "trainer.num_threads", tr.num_threads,
           "must be an integer >= 1 or null")
-    _need(tr.devices >= 1, "trainer.devices", tr.devices, "must be an integer >= 1")
     _need(str(tr.accelerator) in ACCELERATORS, "trainer.accelerator", tr.accelerator,
           f"allowed: {', '.join(ACCELERATORS)}")
+    _check_devices(tr, opt)
     _need(ev.batch_size >= 1, "eval.batch_size", ev.batch_size, "must be an integer >= 1")
     _check_run_location(cfg)
     n_pairs = cfg.task.get("n_pairs") if "n_pairs" in cfg.task else None
@@ -191,12 +204,90 @@ def validate(cfg: DictConfig) -> dict[str, Any]:
         except ValueError as e:
             raise ConfigError(str(e)) from None
     _check_seed_spaces(cfg, tr, ev)
+    _check_logger(cfg.get("logger"))
     return t
 
 
 PRECISIONS = ("32-true", "32", "64-true", "64", "16-mixed", "16", "bf16-mixed", "bf16", "16-true", "bf16-true",
               "transformer-engine", "transformer-engine-float16")
 ACCELERATORS = ("auto", "cpu", "gpu", "cuda", "mps", "tpu")
+#: Lightning strategies that train correctly here: one process per device, gradients averaged (DDP; gloo on
+#: CPU, NCCL on GPU). Spawn/fork variants would run the job inside copies of the launching process (no
+#: rank-0-only writes of our records, no one-line errors), FSDP/DeepSpeed shard what the checkpoint code and
+#: the evaluation read whole.
+STRATEGIES = ("auto", "ddp", "ddp_find_unused_parameters_true")
+
+
+def device_count(devices) -> int | None:
+    """Processes per node that ``trainer.devices`` asks for (None: "auto", known once Lightning has looked)."""
+    if isinstance(devices, (list, tuple)):
+        return len(devices)
+    return None if devices == "auto" else int(devices)
+
+
+def _check_devices(tr, opt) -> None:
+    """trainer.devices: an int >= 1, a list of distinct device indices, or "auto"; trainer.num_nodes >= 1; the
+    global batch divides into one shard per process (world size = devices x num_nodes)."""
+    d = tr.devices
+    ok = (d == "auto" or (isinstance(d, int) and not isinstance(d, bool) and d >= 1)
+          or (isinstance(d, list) and d and len(set(d)) == len(d)
+              and all(isinstance(i, int) and not isinstance(i, bool) and i >= 0 for i in d)))
+    _need(ok, "trainer.devices", d, 'must be an integer >= 1, a list of distinct device indices ([0,1]) or "auto"')
+    _need(str(tr.strategy) in STRATEGIES, "trainer.strategy", tr.strategy, f"allowed: {', '.join(STRATEGIES)}")
+    _need(tr.num_nodes >= 1, "trainer.num_nodes", tr.num_nodes, "must be an integer >= 1")
+    n = device_count(d)
+    world = None if n is None else n * tr.num_nodes
+    if world is not None:
+        check_world_size(world, opt.batch_size, where=f"trainer.devices={d!r} x trainer.num_nodes={tr.num_nodes}")
+
+
+def devices_here(tr: dict) -> int:
+    """Processes per node that ``trainer.devices`` gives on this machine, by Lightning's own parsing (GPU
+    indices must exist; "auto" counts the GPUs, 1 on the CPU); one ConfigError line when it cannot."""
+    import torch
+    from lightning.pytorch.accelerators import CPUAccelerator, CUDAAccelerator
+
+    acc, d = str(tr["accelerator"]), tr["devices"]
+    cuda = acc == "cuda" or (acc in ("gpu", "auto") and torch.cuda.is_available())
+    if acc in ("mps", "tpu") or (acc == "gpu" and not cuda):  # MPS: one device
+        return 1 if d == "auto" else device_count(d)
+    if not cuda and isinstance(d, (list, tuple)):
+        raise ConfigError(f"trainer.devices={list(d)!r}: on the CPU give a number of processes (an int), not device indices")
+    cls = CUDAAccelerator if cuda else CPUAccelerator
+    try:
+        parsed = cls.parse_devices(cls.auto_device_count() if d == "auto" else d)
+    except Exception as e:  # noqa: BLE001 - Lightning raises MisconfigurationException / TypeError here
+        raise ConfigError(f"trainer.devices={d!r}: {' '.join(str(e).split())}") from None
+    return len(cls.get_parallel_devices(parsed))
+
+
+def check_world_size(world: int, batch_size: int, where: str) -> None:
+    """optim.batch_size is the global batch: every rank trains on batch_size / world of its prompts
+    (lit.ICLModule.draw_batch). Also checked at run time, once "auto" devices are counted."""
+    _need(batch_size % world == 0, "optim.batch_size", batch_size,
+          f"must be divisible by the world size {world} ({where}): optim.batch_size is the global batch, "
+          "each process trains on optim.batch_size / world size of its prompts")
+
+
+#: metrics.csv is always written (the aggregate reads it); the others are added by ``logger.kind``
+LOGGERS = ("csv", "tensorboard", "wandb")
+
+
+def logger_kinds(logger) -> list[str]:
+    """The loggers ``logger.kind`` asks for: one name or a list of them (conf/logger/multi.yaml)."""
+    kind = (logger or {}).get("kind", "csv")
+    return [str(kind)] if isinstance(kind, str) else [str(k) for k in kind]
+
+
+def _check_logger(logger) -> None:
+    import importlib.util
+
+    kinds = logger_kinds(logger)
+    for k in kinds:
+        _need(k in LOGGERS, "logger.kind", k, f"allowed: {', '.join(LOGGERS)} or a list of them ([tensorboard,wandb])")
+    if "tensorboard" in kinds:
+        _need(any(importlib.util.find_spec(m) for m in ("tensorboardX", "tensorboard")), "logger.kind", "tensorboard",
+              "needs the tensorboardX (or tensorboard) package: pip install tensorboardX")
 
 
 def _check_run_location(cfg) -> None:

@@ -1,6 +1,10 @@
 """LightningModule: samples a fresh batch of prompts on the training device every step (a pure function
-of (seed, step), so resumed runs see exactly the batches they would have seen) and regresses on it."""
+of (seed, step), so resumed runs see exactly the batches they would have seen) and regresses on it.
+Under DDP every rank trains on its own shard of that global batch (``draw_batch``)."""
 from __future__ import annotations
+
+import dataclasses
+import hashlib
 
 import lightning as L
 import torch
@@ -12,6 +16,26 @@ from .models.model import build_model
 
 #: checkpoint key set when the optimizer state was left out (weights-only trajectory checkpoints)
 OPTIMIZER_DROPPED = "icl_hybrids_optimizer_state_dropped"
+
+
+def step_seed(seed: int, step: int) -> int:
+    """Generator seed of the global batch of ``step`` (below 2**31: config._check_seed_spaces)."""
+    return seed * 1_000_003 + step
+
+
+def rank_slice(rank: int, world: int, batch_size: int) -> slice:
+    """The prompts of the global batch that rank ``rank`` of ``world`` trains on: the ``rank``-th of ``world``
+    equal consecutive blocks (config.check_world_size: ``world`` divides the batch)."""
+    per = batch_size // world
+    return slice(rank * per, (rank + 1) * per)
+
+
+def batch_fingerprint(batch) -> str:
+    """A short hash of a batch's prompts (results.json ``data.first_batch_sha1``: each rank's own shard)."""
+    h = hashlib.sha1()
+    for f in dataclasses.fields(batch):
+        h.update(getattr(batch, f.name).detach().float().cpu().contiguous().numpy().tobytes())
+    return h.hexdigest()[:16]
 
 
 class _Steps(torch.utils.data.IterableDataset):
@@ -39,6 +63,7 @@ class ICLModule(L.LightningModule):
         self.seed = int(cfg.seed)
         self._gen = None
         self._bad_step = None  # device tensor: first step whose loss was not finite (-1: none yet)
+        self.first_batch = None  # (step, fingerprint) of this process's first batch (results.json "data")
 
     # ---- data --------------------------------------------------------------------------------
     def train_dataloader(self):
@@ -47,8 +72,27 @@ class ICLModule(L.LightningModule):
     def generator(self, step: int) -> torch.Generator:
         if self._gen is None or self._gen.device != self.device:
             self._gen = torch.Generator(device=self.device)
-        self._gen.manual_seed(self.seed * 1_000_003 + step)
+        self._gen.manual_seed(step_seed(self.seed, step))
         return self._gen
+
+    def world(self) -> tuple[int, int]:
+        """(global rank, world size) of this process; (0, 1) outside a Trainer."""
+        trainer = self._trainer  # the property raises when the module is not attached
+        return (trainer.global_rank, trainer.world_size) if trainer is not None else (0, 1)
+
+    def draw_batch(self, step: int, n_dims: int, n_points: int, rank: int = 0, world: int = 1):
+        """This rank's shard of the global batch of ``step``: every rank draws the whole batch of
+        optim.batch_size prompts from the (seed, step) generator and keeps its ``rank_slice``. So the shards
+        are disjoint, their union is exactly the batch one process draws (any world size), and rank 0 of a
+        world of 1 draws what training always drew. A rank-dependent seed would not do: the CPU generator
+        keeps 32 bits of a seed, all of them taken by the training and evaluation streams."""
+        b = int(self.cfg.optim.batch_size)
+        batch = self.task.sample(b, generator=self.generator(step), device=self.device, n_dims=n_dims,
+                                 n_points=n_points)
+        if world == 1:
+            return batch
+        sl = rank_slice(rank, world, b)
+        return type(batch)(**{f.name: getattr(batch, f.name)[sl] for f in dataclasses.fields(batch)})
 
     def forward(self, xs, ys):
         return self.model(xs, ys)
@@ -63,8 +107,9 @@ class ICLModule(L.LightningModule):
     def training_step(self, _batch, _batch_idx):
         step = self.global_step
         n_dims, n_points = self.curriculum.update(step)
-        batch = self.task.sample(int(self.cfg.optim.batch_size), generator=self.generator(step),
-                                 device=self.device, n_dims=n_dims, n_points=n_points)
+        batch = self.draw_batch(step, n_dims, n_points, *self.world())
+        if self.first_batch is None:
+            self.first_batch = (step, batch_fingerprint(batch))
         loss = self.loss_fn(self(batch.xs, batch.ys), batch.ys, n_points)
         self._record_nonfinite(loss, step)
         self.log_dict({"train/loss": loss, "curriculum/dims": float(n_dims), "curriculum/points": float(n_points)},

@@ -10,7 +10,7 @@ from pathlib import Path
 
 from omegaconf import DictConfig, OmegaConf
 
-from .config import ConfigError, validate
+from .config import ConfigError, logger_kinds, validate
 from .io import read_json
 from .results import is_finished
 from .resume import checkpoint_problem
@@ -33,14 +33,20 @@ def _flatten(d, prefix=""):
             yield key, v
 
 
+# Keys added after runs existed, with the value that trains exactly as before: a run directory whose
+# config.yaml lacks one holds the same run as a config that has it at this value.
+ADDED_KEYS = {"trainer.strategy": "auto", "trainer.num_nodes": 1}
+
+
 def config_diff(old: dict, new: dict) -> list[str]:
     a, b = dict(_flatten(old)), dict(_flatten(new))
     out = []
     for k in sorted(set(a) | set(b)):
         if any(k == r or k.startswith(r + ".") for r in RESUMABLE_KEYS):
             continue
-        if a.get(k, "<absent>") != b.get(k, "<absent>"):
-            out.append(f"{k}: {a.get(k, '<absent>')!r} -> {b.get(k, '<absent>')!r}")
+        va, vb = (d.get(k, ADDED_KEYS.get(k, "<absent>")) for d in (a, b))
+        if va != vb:
+            out.append(f"{k}: {va!r} -> {vb!r}")
     return out
 
 
@@ -111,12 +117,21 @@ def _check_accelerator(tr: dict) -> None:
         if n == 0 and not mps:
             raise ConfigError(f"trainer.accelerator={acc!r}: no GPU is available on this machine "
                               "(use trainer.accelerator=cpu or auto)")
-        if n and int(tr["devices"]) > n:
-            raise ConfigError(f"trainer.devices={tr['devices']}: only {n} GPU(s) available")
     elif acc == "mps" and not (getattr(torch.backends, "mps", None) is not None and torch.backends.mps.is_available()):
         raise ConfigError("trainer.accelerator='mps': MPS is not available on this machine")
     elif acc == "tpu":
         raise ConfigError("trainer.accelerator='tpu': not supported here (use cpu, gpu or auto)")
+
+
+def _check_world(resolved: dict) -> None:
+    """The devices exist here and the global batch splits over the world (devices here x trainer.num_nodes):
+    "auto" devices are only counted now (config.validate checks the explicit counts)."""
+    from .config import check_world_size, devices_here
+
+    tr = resolved["trainer"]
+    n = devices_here(tr)
+    check_world_size(n * int(tr["num_nodes"]), int(resolved["optim"]["batch_size"]),
+                     where=f"trainer.devices={tr['devices']!r} ({n} here) x trainer.num_nodes={tr['num_nodes']}")
 
 
 def _check_positions(task, positions) -> None:
@@ -221,6 +236,7 @@ def preflight(cfg: DictConfig) -> dict:
     resolved["config_dirs"] = [str(d) for d in config_dirs() if d != CONF_DIR]
     tr = resolved["trainer"]
     _check_accelerator(tr)
+    _check_world(resolved)
     from .lit import build_task
 
     try:
@@ -237,7 +253,7 @@ def preflight(cfg: DictConfig) -> dict:
             f"optim.batch_size={resolved['optim']['batch_size']}: needs an estimated {_fmt_bytes(est['total'])} "
             f"({est['n_params']:,} params: {_fmt_bytes(est['state'])} weights+grads+Adam; activations "
             f"{_fmt_bytes(est['activations'])}) but the {where} has {_fmt_bytes(have)}; make the model or batch smaller")
-    if resolved.get("logger", {}).get("kind") == "wandb":
+    if "wandb" in logger_kinds(resolved.get("logger")):
         _check_wandb(resolved["logger"])
     explicit = resolved.get("resume_from")
     if explicit:
