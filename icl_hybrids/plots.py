@@ -46,6 +46,7 @@ def error_curves(results: dict, out_png, title: str | None = None, normalize: bo
             ax.plot(k, y, label=label, **style)
             if ci:
                 ax.fill_between(k, [v / d for v in ci[0]], [v / d for v in ci[1]], alpha=0.2, color=style["color"], lw=0)
+        _mark_training_length(ax, results.get("train_n_points"), k)
         ax.set_xlabel("in-context examples")
         ax.set_ylabel("squared error" + (f" / d (d={d})" if d != 1 else ""))
         ax.set_title(title or f"{results.get('task')} — step {results.get('step')}")
@@ -63,6 +64,18 @@ def error_curves(results: dict, out_png, title: str | None = None, normalize: bo
             + [(c[2][1][j] if c[2] else "") for c in curves] for j, kk in enumerate(k)]
     _write_csv(out_png.with_suffix(".csv"), header, rows)
     return out_png
+
+
+def _mark_training_length(ax, n_train, k) -> None:
+    """Length generalisation (evaluate eval.n_points beyond training): a vertical line at the last position a
+    training prompt of ``n_train`` points has (n_train - 1 in-context examples). Nothing when the curve stays
+    inside the training length (the line would sit on the right edge)."""
+    if not n_train or not k or max(k) <= int(n_train) - 1:
+        return
+    x = int(n_train) - 1
+    ax.axvline(x, color="0.35", lw=0.9, ls=":", zorder=0)
+    ax.text(x, 0.97, f" trained on {int(n_train)} points", transform=ax.get_xaxis_transform(), ha="left", va="top",
+            fontsize="x-small", color="0.35")
 
 
 # ---- evaluation figures (icl_hybrids.evaluate) -------------------------------------------------------

@@ -4,7 +4,8 @@
     python -m icl_hybrids.sweep experiment=paper_sweep seeds=3   # 216 jobs
     python -m icl_hybrids.sweep plan experiment=cpu_sweep status=true   # with each run's state on disk
     python -m icl_hybrids.sweep experiment=paper_sweep model=gpt2,llama task=linear count=true
-    python -m icl_hybrids.sweep run jobs=2 experiment=cpu_sweep  # 2 local multiruns side by side (make sweep-cpu)
+    python -m icl_hybrids.sweep run jobs=2 experiment=cpu_sweep  # 2 jobs side by side (make sweep-cpu)
+    python -m icl_hybrids.sweep run experiment=paper_sweep jobs_per_gpu=2  # a local GPU pool, 2 jobs per GPU
 
 The jobs are expanded exactly as Hydra's basic sweeper expands them (``hydra.sweeper.params`` from the
 experiment, then the command line, key by key) and every job's config is composed in-process
@@ -13,6 +14,8 @@ experiment, then the command line, key by key) and every job's config is compose
 from __future__ import annotations
 
 import json
+import logging
+import os
 import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -21,6 +24,7 @@ from typing import Any
 from .config import CONF_DIR, ConfigError, check_group_choices
 
 DEFAULT_EXPERIMENT = "paper_sweep"
+log = logging.getLogger("icl_hybrids.sweep")
 
 
 @dataclass
@@ -268,57 +272,138 @@ class SweptDirname(_HydraCallback):
             config.hydra.overrides.hydra = have + [e for e in extra if e not in have]
 
 
-# ---- local parallel runner: N Hydra multiruns side by side (the basic launcher runs one job at a time) ----
-def _chunks(values: list[str], n: int) -> list[list[str]]:
-    return [c for c in (values[i::n] for i in range(n)) if c]
+# ---- local parallel sweeps: Hydra's joblib launcher, one GPU (or one CPU thread) per worker ----------
+#: where hydra/launcher=local keeps the worker slots' lock files, under the sweep directory
+POOL_DIR = ".device_pool"
 
 
-def run_parallel(overrides: list[str], n_procs: int = 2, env: dict | None = None) -> int:
-    """Run the sweep as ``n_procs`` concurrent ``python -m icl_hybrids -m`` processes, each given a share of
-    the values of the swept key with the most values (model, else task, else seed), all writing to the same
-    sweep directory; then rewrite DIR/multirun.yaml so that it records the whole sweep (aggregate reads it).
-    Returns the worst exit status."""
-    import os
+def visible_gpus(env: dict, count: int) -> list[str]:
+    """The GPUs a local pool may hand out: the entries of the launching shell's ``CUDA_VISIBLE_DEVICES`` when it
+    is set (the user's restriction; "" = none), else ``0 .. count-1``."""
+    v = env.get("CUDA_VISIBLE_DEVICES")
+    if v is not None:
+        return [g.strip() for g in v.split(",") if g.strip() and g.strip() != "-1"]
+    return [str(i) for i in range(count)]
+
+
+def pool_size(n_gpus: int, jobs_per_gpu: int, n_cpus: int) -> int:
+    """Workers of a pool whose size is not given: ``jobs_per_gpu`` per GPU, else one per CPU core."""
+    return n_gpus * jobs_per_gpu if n_gpus else max(1, n_cpus)
+
+
+def pool_device(slot: int, gpus: list[str], jobs_per_gpu: int = 1) -> str | None:
+    """``CUDA_VISIBLE_DEVICES`` of worker ``slot`` (0-based): workers 0..k-1 share the first GPU, k..2k-1 the
+    second, ... (k = ``jobs_per_gpu``), wrapping round when there are more workers than GPUs x k; None
+    without GPUs (a CPU pool)."""
+    if jobs_per_gpu < 1:
+        raise ConfigError(f"hydra.callbacks.device_pool.jobs_per_gpu={jobs_per_gpu}: expected an integer >= 1")
+    if not gpus:
+        return None
+    return str(gpus[(slot // jobs_per_gpu) % len(gpus)])
+
+
+def _acquire_slot(pool_dir: Path, n_slots: int, wait_s: float = 30.0) -> tuple[int, Any]:
+    """This process's worker slot: the first of ``n_slots`` lock files it can lock. The lock is held until the
+    process ends (the OS releases it when a worker dies), so a reused worker keeps its GPU and a replacement
+    worker takes the freed slot. Returns (slot, open file)."""
+    import fcntl
+    import time
+
+    pool_dir.mkdir(parents=True, exist_ok=True)
+    deadline = time.monotonic() + wait_s
+    while True:
+        for i in range(n_slots):
+            fh = open(pool_dir / f"slot{i}.lock", "a+")
+            try:
+                fcntl.flock(fh, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            except OSError:
+                fh.close()
+                continue
+            fh.seek(0)
+            fh.truncate()
+            fh.write(f"{os.getpid()}\n")
+            fh.flush()
+            return i, fh
+        if time.monotonic() > deadline:  # a worker that is being replaced still holds its lock: share a slot
+            return n_slots, None
+        time.sleep(0.2)
+
+
+#: (slot, lock file, CUDA_VISIBLE_DEVICES) of this worker process, taken at its first job
+_WORKER_SLOT: tuple | None = None
+
+
+class DevicePool(_HydraCallback):
+    """Hydra callback of ``hydra/launcher=local`` (conf/hydra/launcher/local.yaml: Hydra's joblib launcher, loky
+    worker processes). In the launching process (``on_multirun_start``) it finds the GPUs (``gpus``: null = every
+    visible one, a list = those ids, [] = CPU only), sizes the pool when ``hydra.launcher.n_jobs`` is -1
+    (``jobs_per_gpu`` per GPU, else one per core) and, on a CPU pool, gives every worker one thread
+    (``OMP_NUM_THREADS=1`` unless set). In each worker (``on_job_start``, before training touches CUDA) it
+    takes a free slot once per process and sets ``CUDA_VISIBLE_DEVICES`` from it (``pool_device``)."""
+
+    def __init__(self, jobs_per_gpu: int = 1, gpus: list | None = None) -> None:
+        self.jobs_per_gpu, self.gpus = int(jobs_per_gpu), None if gpus is None else [str(g) for g in gpus]
+        self.n_slots, self.pool_dir = 1, None
+
+    def on_multirun_start(self, config, **kwargs) -> None:
+        from omegaconf import flag_override
+
+        if self.jobs_per_gpu < 1:
+            raise ConfigError(f"hydra.callbacks.device_pool.jobs_per_gpu={self.jobs_per_gpu}: expected an integer >= 1")
+        if self.gpus is None:
+            import torch  # the launching process only: workers are fresh interpreters (loky), not forks
+
+            self.gpus = visible_gpus(dict(os.environ), torch.cuda.device_count())
+        n = config.hydra.launcher.get("n_jobs")
+        if n is None or int(n) < 1:  # joblib's -1 ("every core") included: size it ourselves
+            n = pool_size(len(self.gpus), self.jobs_per_gpu, os.cpu_count() or 1)
+            with flag_override(config, ["readonly", "struct"], [False, False]):
+                config.hydra.launcher.n_jobs = n
+        self.n_slots = int(n)
+        self.pool_dir = str(Path(str(config.hydra.sweep.dir)).resolve() / POOL_DIR)
+        if not self.gpus:  # N CPU jobs side by side, one thread each (loky workers inherit the environment)
+            os.environ.setdefault("OMP_NUM_THREADS", "1")
+        log.info("local pool: %d workers, %s", self.n_slots,
+                 f"GPUs {','.join(self.gpus)} ({self.jobs_per_gpu} per GPU)" if self.gpus
+                 else f"CPU, {os.environ.get('OMP_NUM_THREADS')} thread(s) each")
+
+    def on_job_start(self, config, **kwargs) -> None:
+        global _WORKER_SLOT
+        if self.pool_dir is None:  # not started through a multirun (a single run): nothing to place
+            return
+        if _WORKER_SLOT is None:
+            slot, fh = _acquire_slot(Path(self.pool_dir), self.n_slots)
+            _WORKER_SLOT = (slot, fh, pool_device(slot, self.gpus or [], self.jobs_per_gpu))
+            if _WORKER_SLOT[2] is not None:
+                os.environ["CUDA_VISIBLE_DEVICES"] = _WORKER_SLOT[2]
+            elif os.environ.get("OMP_NUM_THREADS"):
+                import torch
+
+                torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        slot, _, dev = _WORKER_SLOT
+        log.info("local pool: job in process %d, slot %d, %s", os.getpid(), slot,
+                 f"CUDA_VISIBLE_DEVICES={dev}" if dev is not None else "CPU")
+
+
+
+def run_parallel(overrides: list[str], n: int) -> int:
+    """Run the sweep as one Hydra multirun, ``python -m icl_hybrids -m <overrides>``: with ``n`` >= 2 through
+    Hydra's joblib launcher (``hydra/launcher=local``: ``n`` worker processes, one GPU each when there are GPUs,
+    else one CPU thread each), with ``n`` = 1 through the basic launcher (one job after another, one thread).
+    Hydra writes multirun.yaml and every run directory itself. Returns the multirun's exit status."""
     import subprocess
 
-    from omegaconf import OmegaConf
-
-    jobs = expand(overrides)
-    cols: dict[str, list[str]] = {}
-    for ov in jobs:
-        for o in ov:
-            k, _, v = o.partition("=")
-            if v not in cols.setdefault(k, []):
-                cols[k].append(v)
-    key = next((k for k in ("model", "task", "seed") if len(cols.get(k, [])) >= 2), None)
-    parts = [[f"{key}={','.join(c)}"] for c in _chunks(cols[key], n_procs)] if key else [[]]
-    sweep_dir = Path(plan_dir(overrides))
-    base = [o for o in overrides if o.split("=", 1)[0] != key]
-    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in base):
-        base.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
-    env = {**os.environ, "OMP_NUM_THREADS": os.environ.get("OMP_NUM_THREADS", "1"), **(env or {})}
-    procs = []
-    log_dir = sweep_dir / "logs"
-    log_dir.mkdir(parents=True, exist_ok=True)
-    for i, part in enumerate(parts):
-        cmd = [sys.executable, "-m", "icl_hybrids", "-m", *base, *part]
-        log = open(log_dir / f"part{i}.log", "a")
-        print(f"[{i}] {' '.join(cmd[1:])}  (log: {log.name})", flush=True)
-        procs.append((subprocess.Popen(cmd, stdout=log, stderr=subprocess.STDOUT, env=env), log))
-    rcs = []
-    for i, (p, log) in enumerate(procs):
-        rcs.append(p.wait())
-        log.close()
-        print(f"[{i}] exit {rcs[-1]}", flush=True)
-    mr = sweep_dir / "multirun.yaml"
-    if key and mr.exists():  # the last process to start wrote its share only: record the whole grid
-        cfg = OmegaConf.load(mr)
-        task_ov = [o for o in cfg.hydra.overrides.task if o.split("=", 1)[0] != key]
-        if any(o.split("=", 1)[0] == key for o in overrides):
-            task_ov.append(next(o for o in overrides if o.split("=", 1)[0] == key))
-        cfg.hydra.overrides.task = task_ov
-        OmegaConf.save(cfg, mr)
-    return max(rcs, key=abs) if rcs else 0
+    ov = list(overrides)
+    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in ov):
+        ov.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
+    if n > 1 and not any(o.split("=", 1)[0].lstrip("+") == "hydra/launcher" for o in ov):
+        ov += ["hydra/launcher=local", f"hydra.launcher.n_jobs={n}"]
+    env = dict(os.environ)
+    if n == 1:
+        env.setdefault("OMP_NUM_THREADS", "1")
+    cmd = [sys.executable, "-m", "icl_hybrids", "-m", *ov]
+    print(f"sweep: {' '.join(cmd[1:])}", flush=True)
+    return subprocess.call(cmd, env=env)
 
 
 def plan_dir(overrides: list[str]) -> str:
@@ -338,12 +423,13 @@ def plan_dir(overrides: list[str]) -> str:
 
 
 #: each sub-command's own keys and their defaults; every other ``key=value`` is a Hydra override of the sweep
-KEYS = {"plan": {"status": False, "count": False, "json": False}, "run": {"jobs": 2}}
+KEYS = {"plan": {"status": False, "count": False, "json": False}, "run": {"jobs": 2, "jobs_per_gpu": 1}}
 HELP = {"status": "each job's state on disk (missing / unfinished / finished / failed)",
         "count": "print only the number of jobs", "json": "the jobs as JSON",
-        "jobs": "multiruns side by side (one CPU thread each)"}
+        "jobs": "jobs side by side (CPU: one thread each; with GPUs the default is jobs_per_gpu x the GPU count)",
+        "jobs_per_gpu": "with GPUs: workers sharing one GPU (CUDA_VISIBLE_DEVICES per worker)"}
 WHAT = {"plan": "the job list of a sweep, nothing run (the default sub-command)",
-        "run": "run the sweep locally, the job list split over `jobs` multiruns side by side"}
+        "run": "run the sweep locally through Hydra's joblib launcher (hydra/launcher=local), `jobs` at a time"}
 PROG = "python -m icl_hybrids.sweep"
 
 
@@ -354,13 +440,33 @@ def parse(argv: list[str]) -> tuple[str, dict, list[str]] | None:
     return parse_subcommand(argv, KEYS, prog=PROG, doc=__doc__, what=WHAT, help=HELP, default="plan")
 
 
+def _pool_jobs(argv: list[str], a: dict) -> int:
+    """``jobs`` when given; else one worker per GPU x ``jobs_per_gpu`` when there are GPUs, else the default 2."""
+    if a["jobs_per_gpu"] < 1:
+        raise ConfigError(f"jobs_per_gpu={a['jobs_per_gpu']}: expected an integer >= 1")
+    if any(x.partition("=")[0] == "jobs" for x in argv):
+        return a["jobs"]
+    import torch
+
+    n_gpus = len(visible_gpus(dict(os.environ), torch.cuda.device_count()))
+    return pool_size(n_gpus, a["jobs_per_gpu"], 1) if n_gpus else a["jobs"]
+
+
+def _pool_overrides(overrides: list[str], jobs_per_gpu: int, n: int) -> list[str]:
+    """The sweep's overrides plus the pool's ``jobs_per_gpu`` (a key of hydra/launcher=local, used when n > 1)."""
+    if n > 1 and jobs_per_gpu != 1:
+        return [*overrides, f"hydra.callbacks.device_pool.jobs_per_gpu={jobs_per_gpu}"]
+    return list(overrides)
+
+
 def _main(argv: list[str]) -> int:
     parsed = parse(argv)
     if parsed is None:
         return 0
     cmd, a, overrides = parsed
     if cmd == "run":
-        return run_parallel(overrides, a["jobs"])
+        n = _pool_jobs(argv, a)
+        return run_parallel(_pool_overrides(overrides, a["jobs_per_gpu"], n), n)
     jobs = plan(overrides)
     if a["count"]:
         print(len(jobs))

@@ -6,6 +6,8 @@ trajectories) against the classical baselines, and dump evaluation prompts with 
     python -m icl_hybrids.evaluate ckpt_dir=<run_dir>                       # trajectory (paper Figs. 4a-6)
     python -m icl_hybrids.evaluate ckpt=<file> eval.shift=scale_x:2         # Garg et al.'s OOD prompts
     python -m icl_hybrids.evaluate task=linear dump=prompts.npz eval.n_prompts=256
+    python -m icl_hybrids.evaluate ckpt=<file> eval.n_points=80                # length generalisation
+    python -m icl_hybrids.evaluate ckpt=<garg>/state.pt ckpt_format=garg task=linear model.n_head=8
 
 Arguments are Hydra-style key=value overrides of conf/evaluate.yaml; bad input is one line on stderr
 (``error: <key>=<value>: <what is allowed>``) and exit status 2. See docs/evaluation.md.
@@ -30,10 +32,26 @@ from .context import (
     model_fn,
     resolve_device,
 )
-from .modes import dump_prompts, evaluate_checkpoint, evaluate_trajectory, list_checkpoints
+from .modes import REFERENCE_FORMATS, dump_prompts, evaluate_checkpoint, evaluate_trajectory, list_checkpoints
 
 # Layout: args (conf/evaluate.yaml + overrides), context (checkpoints, tasks, baselines, paths), modes (the
 # three evaluation modes), here: run() dispatching on the arguments and main() (the CLI, __main__.py).
+
+
+def checkpoint_format(cfg) -> str | None:
+    """ckpt_format, with ``auto`` resolved from the file's contents (interop.detect); None without ckpt=."""
+    from ..interop import FORMATS, detect
+
+    fmt = str(cfg.get("ckpt_format", "auto"))
+    if fmt not in FORMATS:
+        raise ConfigError(f"ckpt_format={fmt!r}: allowed: {', '.join(FORMATS)}")
+    if cfg.ckpt_dir is not None and fmt in REFERENCE_FORMATS:
+        raise ConfigError(f"ckpt_format={fmt}: a reference checkpoint is scored one file at a time (ckpt=<file>)")
+    if cfg.ckpt is None:
+        return None
+    if not Path(str(cfg.ckpt)).is_file():
+        raise ConfigError(f"ckpt={str(cfg.ckpt)!r}: checkpoint file not found")
+    return detect(cfg.ckpt) if fmt == "auto" else fmt
 
 
 def run(cfg, task_ovs: list[str] | None = None) -> dict:
@@ -42,18 +60,22 @@ def run(cfg, task_ovs: list[str] | None = None) -> dict:
         raise ConfigError(f"ckpt_dir={cfg.ckpt_dir!r}: give either ckpt=<file> or ckpt_dir=<run_dir>, not both")
     if cfg.eval_task is not None and cfg.eval_task not in group_options("task"):
         raise ConfigError(f"eval_task={cfg.eval_task!r}: unknown task (allowed: {', '.join(group_options('task'))})")
-    if (cfg.ckpt is not None or cfg.ckpt_dir is not None) and cfg.task is not None:
+    fmt = checkpoint_format(cfg)
+    reference = fmt in REFERENCE_FORMATS  # a foreign checkpoint: task= and model.<key>= describe it
+    if (cfg.ckpt is not None or cfg.ckpt_dir is not None) and cfg.task is not None and not reference:
         raise ConfigError(f"task={cfg.task!r}: a checkpoint fixes its task; use eval_task=<task> to evaluate it on another")
+    model_ovs = [o for o in task_ovs if o.startswith("model.")]
+    if model_ovs and not reference:
+        raise ConfigError(f"{model_ovs[0]}: model.<key> only describes a reference checkpoint "
+                          f"(ckpt_format={'|'.join(REFERENCE_FORMATS)}); ours carry their model")
     try:
         parse_shift(cfg.eval.shift)  # fail fast on a bad shift, before loading anything
     except ConfigError as e:
         # a name registered by the checkpoint's own modules (a user's shift) is known only once it is loaded
         if cfg.ckpt is None and cfg.ckpt_dir is None or "unknown shift" not in str(e):
             raise
-    if cfg.ckpt is not None and not Path(str(cfg.ckpt)).is_file():
-        raise ConfigError(f"ckpt={str(cfg.ckpt)!r}: checkpoint file not found")
     if cfg.ckpt is not None:
-        return evaluate_checkpoint(cfg, task_ovs)
+        return evaluate_checkpoint(cfg, task_ovs, fmt)
     if cfg.ckpt_dir is not None:
         if cfg.dump:
             raise ConfigError(f"dump={cfg.dump!r}: not available with ckpt_dir (use ckpt=<file>)")

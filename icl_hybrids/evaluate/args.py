@@ -17,8 +17,8 @@ def _defaults():
 
 
 def parse_args(argv: list[str]) -> tuple[Any, list[str]]:
-    """conf/evaluate.yaml updated by the key=value overrides; ``task.<k>=v`` / ``experiment=`` overrides are
-    returned apart (they shape a task config composed from conf/config.yaml)."""
+    """conf/evaluate.yaml updated by the key=value overrides; ``task.<k>=v`` / ``model.<k>=v`` / ``experiment=``
+    overrides are returned apart (they shape a config composed from conf/config.yaml)."""
     from hydra.core.override_parser.overrides_parser import OverridesParser
     from hydra.errors import HydraException
 
@@ -26,7 +26,7 @@ def parse_args(argv: list[str]) -> tuple[Any, list[str]]:
     task_ovs: list[str] = []
     parser = OverridesParser.create()
     allowed = ", ".join([k for k in cfg if k not in ("eval", "baseline")] + [f"eval.{k}" for k in cfg.eval]
-                        + ["baseline.<name>.<key>", "task.<key>", "experiment"])
+                        + ["baseline.<name>.<key>", "task.<key>", "model.<key>", "experiment"])
     for arg in argv:
         if arg.startswith("-"):
             raise ConfigError(f"{arg}: options are not supported; give key=value arguments (allowed keys: {allowed})")
@@ -35,7 +35,9 @@ def parse_args(argv: list[str]) -> tuple[Any, list[str]]:
         key, value = arg.split("=", 1)
         if key == "eval.shift" and "=" in value and not value.startswith(("'", '"')):
             value = value.replace("=", ":", 1)  # eval.shift=scale_x=2 -> scale_x:2
-        if key.startswith("task.") or key == "experiment":
+        # task.<key> / model.<key> / experiment shape a config composed from conf/config.yaml (dump mode,
+        # eval_task, a reference checkpoint's model)
+        if key.startswith(("task.", "model.")) or key == "experiment":
             if key == "experiment" and value not in group_options("experiment"):
                 raise ConfigError(f"experiment={value!r}: unknown experiment (allowed: {', '.join(group_options('experiment'))})")
             task_ovs.append(f"{key}={value}")

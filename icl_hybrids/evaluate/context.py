@@ -73,22 +73,49 @@ def instantiate_task(task_cfg: dict, key: str = "task"):
         raise ConfigError(f"{key}: cannot build the task ({str(e).strip().splitlines()[0]})") from None
 
 
-def cross_task(module, eval_task: str, task_ovs: list[str]):
+def cross_task(module, eval_task: str, task_ovs: list[str], n_points: int | None = None):
     """The evaluation task ``eval_task`` at the checkpoint's n_dims, with n_points = min(its own default, the
-    checkpoint's n_points) unless task.n_points=... is given."""
+    checkpoint's n_points) unless task.n_points=... is given; ``n_points`` (eval.n_points, length
+    generalisation) replaces both and is checked against the model's positions instead."""
     own = module.task
     given = {o.split("=", 1)[0] for o in task_ovs}
     ovs = [f"task.n_dims={own.n_dims}", *task_ovs]
     cfg = build_task_config(eval_task, ovs, key="eval_task")["task"]
-    if "task.n_points" not in given:
+    if n_points is not None:
+        cfg["n_points"] = int(n_points)
+    elif "task.n_points" not in given:
         cfg["n_points"] = min(int(cfg["n_points"]), own.n_points)
-    if int(cfg["n_points"]) > own.n_points:
-        raise ConfigError(f"task.n_points={cfg['n_points']}: must be <= the checkpoint's n_points={own.n_points}")
+    if n_points is None and int(cfg["n_points"]) > own.n_points:
+        raise ConfigError(f"task.n_points={cfg['n_points']}: must be <= the checkpoint's n_points={own.n_points} "
+                          "(longer prompts: eval.n_points=<n>)")
     task = instantiate_task(cfg, key="eval_task")
     if task.y_dim != module.model.y_dim:
         raise ConfigError(f"eval_task={eval_task!r}: targets of width {task.y_dim} do not fit the checkpoint's "
                           f"read-out of width {module.model.y_dim} (trained on {own.name})")
     return task
+
+
+def with_points(task_cfg: dict, n_points: int, key: str = "eval.n_points"):
+    """The checkpoint's task (its config ``task_cfg``) with prompts of ``n_points`` points."""
+    return instantiate_task({**task_cfg, "n_points": int(n_points)}, key=key)
+
+
+def max_points(model) -> int | None:
+    """The longest prompt (in points) ``model`` can read: learned absolute positions have a table of 2 x n rows
+    (n: the training prompt length, or the profile's n_positions); RoPE, no positions and Mamba stages have no
+    limit (None)."""
+    from ..models.positional import LearnedPositional
+
+    caps = [m.wpe.num_embeddings // 2 for m in model.modules() if isinstance(m, LearnedPositional)]
+    return min(caps) if caps else None
+
+
+def check_length(model, n_points: int, key: str, name: str) -> None:
+    """One line when prompts of ``n_points`` points do not fit the model's learned positions."""
+    cap = max_points(model)
+    if cap is not None and n_points > cap:
+        raise ConfigError(f"{key}={n_points}: model {name} has learned absolute positions for at most {cap} points "
+                          f"(allowed: <= {cap}; RoPE, no positions or a Mamba stage evaluate at any length)")
 
 
 def baseline_overrides(cfg, mcfg: dict | None) -> dict:

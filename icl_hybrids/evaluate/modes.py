@@ -12,13 +12,14 @@ from omegaconf import OmegaConf
 from ..config import ConfigError, add_config_dirs, group_options
 from ..io import atomic_write_json
 from ..shifts import check_applicable, make_eval_set, parse_shift
-from .args import eval_settings
+from .args import _int, eval_settings
 from .context import (
     _say,
     baseline_overrides,
     baseline_predictions,
     build_task_config,
     cache_dir_for,
+    check_length,
     cross_task,
     default_out,
     eval_baseline_names,
@@ -29,8 +30,12 @@ from .context import (
     run_dir_of,
     safe_key,
     scored,
+    with_points,
     write_npz,
 )
+
+#: ckpt_format values whose files come from the reference code bases (icl_hybrids/interop.py)
+REFERENCE_FORMATS = ("garg", "paper_code")
 
 
 # ---- modes -----------------------------------------------------------------------------------------
@@ -43,7 +48,14 @@ def _eval_context(cfg, module, task_ovs: list[str], shift):
     is_cross = cfg.eval_task is not None and cfg.eval_task != own.name
     if task_ovs and not is_cross:
         raise ConfigError(f"{task_ovs[0]}: task.<key> overrides only apply with eval_task=<task> or without a checkpoint")
-    task = cross_task(module, cfg.eval_task, task_ovs) if is_cross else own
+    n = cfg.eval.get("n_points")
+    if n is not None:  # length generalisation: prompts of n points, on the own task or eval_task
+        n = _int("eval.n_points", n)
+        task = cross_task(module, cfg.eval_task, task_ovs, n_points=n) if is_cross else with_points(mcfg["task"], n)
+    else:
+        task = cross_task(module, cfg.eval_task, task_ovs) if is_cross else own
+    check_length(module.model, task.n_points, "eval.n_points" if n is not None else "task.n_points",
+                 str(mcfg.get("name", "model")))
     check_applicable(shift, task)
     settings = eval_settings(cfg.eval, mcfg.get("eval"))
     seed = int(cfg.seed if cfg.seed is not None else mcfg.get("seed", 0))
@@ -52,15 +64,22 @@ def _eval_context(cfg, module, task_ovs: list[str], shift):
     return mcfg, own, is_cross, task, settings, seed, es, names, scored(task, es, settings)
 
 
-def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
-    """ckpt=<file> [eval_task=<task>] [eval.shift=...] [dump=<file.npz>]."""
+def evaluate_checkpoint(cfg, task_ovs: list[str], fmt: str = "icl_hybrids") -> dict:
+    """ckpt=<file> [eval_task=<task>] [eval.shift=...] [eval.n_points=...] [dump=<file.npz>]; ``fmt`` garg /
+    paper_code: a reference code base's checkpoint, converted (interop.py; task=, task.<key>=, model.<key>=)."""
     from ..evaluation import summarize
     from ..plots import cross_task as cross_task_plot
     from ..plots import error_curves
 
     t_start = time.perf_counter()
     device = resolve_device(cfg.device)
-    module = load_checkpoint(cfg.ckpt, device=device)
+    if fmt in REFERENCE_FORMATS:
+        from ..interop import load_module
+
+        module = load_module(cfg.ckpt, fmt, cfg.task, task_ovs, device=device)
+        task_ovs = []  # they shaped the checkpoint's own task and model
+    else:
+        module = load_checkpoint(cfg.ckpt, device=device)
     shift = parse_shift(cfg.eval.shift)  # after the checkpoint's modules (a user's registered shifts) are imported
     mcfg, own, is_cross, task, settings, seed, es, names, positions = _eval_context(cfg, module, task_ovs, shift)
 
@@ -81,7 +100,8 @@ def evaluate_checkpoint(cfg, task_ovs: list[str]) -> dict:
         "train_task_config": own.describe(), "model": str(mcfg.get("name", "model")), "seed": seed,
         "step": int(getattr(module, "global_step_loaded", 0)), "ckpt": str(ckpt_path),
         "shift": str(shift) if shift else None, "eval_seed": seed + settings["seed_offset"],
-        "n_params": module.model.n_params(), **summary,
+        "n_params": module.model.n_params(), "n_points": task.n_points, "train_n_points": own.n_points,
+        "ckpt_format": fmt, **summary,
     }
     res.update(_status(preds, res["icl_score"], run_dir))
     if is_cross:  # the same model on its training task, for the cross-task figure
@@ -250,6 +270,8 @@ def dump_prompts(cfg, task_ovs: list[str]) -> dict:
     if cfg.task is None:
         raise ConfigError(f"dump={cfg.dump!r}: needs task=<task> (allowed: {', '.join(group_options('task'))}) or ckpt=<file>")
     tcfg = build_task_config(str(cfg.task), task_ovs)
+    if cfg.eval.get("n_points") is not None:
+        tcfg["task"]["n_points"] = _int("eval.n_points", cfg.eval.n_points)
     task = instantiate_task(tcfg["task"])
     shift = parse_shift(cfg.eval.shift)
     check_applicable(shift, task)
