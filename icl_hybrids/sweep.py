@@ -406,22 +406,6 @@ def run_parallel(overrides: list[str], n: int) -> int:
     return subprocess.call(cmd, env=env)
 
 
-def plan_dir(overrides: list[str]) -> str:
-    """The sweep directory (hydra.sweep.dir) of a sweep, composed in-process."""
-    from hydra import compose, initialize_config_dir
-    from hydra.core.hydra_config import HydraConfig
-
-    ov = list(overrides)
-    if not any(o.split("=", 1)[0].lstrip("+") == "experiment" for o in ov):
-        ov.insert(0, f"experiment={DEFAULT_EXPERIMENT}")
-    parsed = _parse(ov)
-    fixed = [o.input_line for o in parsed if not o.is_sweep_override()]
-    with initialize_config_dir(config_dir=str(CONF_DIR), version_base="1.3"):
-        cfg = compose("config", overrides=fixed, return_hydra_config=True)
-    HydraConfig.instance().set_config(cfg)
-    return str(cfg.hydra.sweep.dir)
-
-
 #: each sub-command's own keys and their defaults; every other ``key=value`` is a Hydra override of the sweep
 KEYS = {"plan": {"status": False, "count": False, "json": False}, "run": {"jobs": 2, "jobs_per_gpu": 1}}
 HELP = {"status": "each job's state on disk (missing / unfinished / finished / failed)",
