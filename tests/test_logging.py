@@ -83,3 +83,20 @@ def test_unknown_logger_kind_is_one_line(compose):
 
     with pytest.raises(ConfigError, match=r"logger.kind='nope': allowed: csv, tensorboard, wandb"):
         validate(compose("logger.kind=[tensorboard,nope]"))
+
+
+def test_metrics_rows_do_not_depend_on_the_progress_bar(tmp_path):
+    """Without a progress bar training_step calls self.log only on the steps Lightning hands to the loggers
+    (every log_every_n_steps): the CSV rows, steps and values, are those of a run that logs every
+    step for its progress bar."""
+    import csv
+
+    rows = {}
+    for bar in (True, False):
+        out = tmp_path / f"bar{bar}"
+        run(compose_config(["experiment=smoke", "task=linear", "model=gpt2", f"out_root={out}",
+                            "trainer.max_steps=11", "trainer.log_every_n_steps=4", f"trainer.progress_bar={bar}"]))
+        (path,) = (out / "linear" / "gpt2" / "seed0").glob("logs/version_0/metrics.csv")
+        rows[bar] = [(r["step"], r["train/loss"]) for r in csv.DictReader(path.open()) if r.get("train/loss")]
+    assert [s for s, _ in rows[False]] == ["3", "7"]
+    assert rows[False] == rows[True]

@@ -143,7 +143,7 @@ __attribute__((noinline)) static void bwd_seq(
         const T* RESTRICT Bm, const T* RESTRICT Cm, const T* RESTRICT Dv,
         const T* RESTRICT z, const T* RESTRICT dout, T* RESTRICT du, T* RESTRICT ddelta,
         T* RESTRICT dB, T* RESTRICT dC, T* RESTRICT dz, T* RESTRICT myA, T* RESTRICT myD,
-        T* RESTRICT H, T* RESTRICT g, T* RESTRICT wbuf,
+        T* RESTRICT H, T* RESTRICT E, T* RESTRICT g, T* RESTRICT wbuf,
         int64_t b, int64_t L, int64_t Dn, int64_t N, int64_t W) {
     const int64_t ntile = (Dn + W - 1) / W;
     T* RESTRICT xv = wbuf;
@@ -168,11 +168,15 @@ __attribute__((noinline)) static void bwd_seq(
             const T* RESTRICT Hp = H + t * NW;
             T* RESTRICT Hc = H + (t + 1) * NW;
             for (int64_t w = 0; w < nw; ++w) xv[w] = dr[w] * ur[w];
+            T* RESTRICT Et = E + t * NW;
             for (int64_t n = 0; n < N; ++n) {
                 const T bn = Bt[n];
                 const T* RESTRICT An = At + n * Dn + d0;
-                for (int64_t w = 0; w < nw; ++w)
-                    Hc[n * W + w] = vexp(dr[w] * An[w]) * Hp[n * W + w] + xv[w] * bn;
+                for (int64_t w = 0; w < nw; ++w) {
+                    const T dA = vexp(dr[w] * An[w]);
+                    Et[n * W + w] = dA;  // exp(delta_t A), reused by the reverse pass
+                    Hc[n * W + w] = dA * Hp[n * W + w] + xv[w] * bn;
+                }
             }
         }
         // 2. reverse recurrence; g = dL/dh_t from later steps
@@ -210,12 +214,13 @@ __attribute__((noinline)) static void bwd_seq(
                 T* RESTRICT gn = g + n * W;
                 const T* RESTRICT hc = Hc + n * W;
                 const T* RESTRICT hp = Hp + n * W;
+                const T* RESTRICT en = E + t * NW + n * W;
                 for (int64_t w = 0; w < nw; ++w) {
                     const T gg = gn[w] + dy[w] * cn;
                     ys[w] += cn * hc[w];
                     dx[w] += gg * bn;
                     const T a = An[w];
-                    const T dA = vexp(dr[w] * a);
+                    const T dA = en[w];
                     const T m = gg * dA * hp[w];
                     ddl[w] += m * a;
                     mA[w] += m * dr[w];
@@ -271,13 +276,13 @@ static void scan_bwd(const T* RESTRICT u, const T* RESTRICT delta, const T* REST
 #ifdef _OPENMP
         tid = omp_get_thread_num();
 #endif
-        std::vector<T> Hbuf((L + 1) * N * W), gbuf(N * W), wbuf(9 * W);
+        std::vector<T> Hbuf((L + 1) * N * W), Ebuf(L * N * W), gbuf(N * W), wbuf(9 * W);
         T* RESTRICT myA = pA.data() + (size_t)tid * N * Dn;
         T* RESTRICT myD = pD.data() + (size_t)tid * Dn;
 #pragma omp for schedule(static)
         for (int64_t b = 0; b < Bsz; ++b)
             bwd_seq<T>(u, delta, At, Bm, Cm, Dv, z, dout, du, ddelta, dB, dC, dz, myA, myD,
-                       Hbuf.data(), gbuf.data(), wbuf.data(), b, L, Dn, N, W);
+                       Hbuf.data(), Ebuf.data(), gbuf.data(), wbuf.data(), b, L, Dn, N, W);
     }
     for (int64_t i = 0; i < N * Dn; ++i) {
         T s = 0;
