@@ -5,6 +5,8 @@ from __future__ import annotations
 import importlib
 import sys
 
+from hydra.errors import CompactHydraException
+
 from .config import CONF_DIR, ConfigError, check_group_choices
 
 
@@ -17,6 +19,37 @@ class RunFailed(RuntimeError):
 def fail(msg: str, code: int = 2):
     print(f"error: {msg}", file=sys.stderr)
     sys.exit(code)
+
+
+def _in_multirun() -> bool:
+    from hydra.core.hydra_config import HydraConfig
+    from hydra.types import RunMode
+
+    return HydraConfig.initialized() and HydraConfig.get().mode == RunMode.MULTIRUN
+
+
+def job_failed(msg: str, code: int = 2):
+    """``fail`` for the job of a Hydra entry point. In a multirun the job must not exit the process: that ends
+    the sweep with the basic launcher and takes the neighbouring jobs' joblib workers down with it. There the
+    one line is printed and the job raises ``JobFailed``: Hydra records the job as failed, the other jobs go
+    on, and at the end the sweep prints the first failure's line (a ``CompactHydraException``: no traceback)
+    and exits 1."""
+    if not _in_multirun():
+        fail(msg, code)
+    print(f"error: {msg}", file=sys.stderr, flush=True)
+    raise JobFailed(msg)
+
+
+class JobFailed(CompactHydraException):
+    """A multirun job stopped on a one-line error (``job_failed``); its str is what the sweep prints last."""
+
+    def __init__(self, msg: str):
+        super().__init__(f"error: {msg} (a job of this multirun; the others ran: rerun the sweep once it is "
+                         "fixed, finished runs are skipped)")
+        self.msg = msg
+
+    def __reduce__(self):  # joblib / submitit send it back from the worker
+        return (type(self), (self.msg,))
 
 
 def parse_kv(argv: list[str], defaults: dict, *, prog: str, doc: str, help: dict | None = None) -> dict | None:
@@ -198,8 +231,8 @@ def hydra_entry(config_name: str, target: str, check: str | None = None):
         try:
             return func(cfg)
         except ConfigError as e:
-            fail(str(e))
+            job_failed(str(e))
         except RunFailed as e:
-            fail(str(e), RunFailed.exit_code)
+            job_failed(str(e), RunFailed.exit_code)
 
     _main()

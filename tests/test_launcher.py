@@ -110,3 +110,21 @@ def test_two_job_cpu_sweep_runs_in_two_processes(tmp_path):
     from icl_hybrids.aggregate.runs import expected_jobs
 
     assert len(expected_jobs(sweep)) == 2
+
+
+@pytest.mark.slow
+def test_a_config_error_fails_its_job_only(tmp_path):
+    """A job refused by the preflight check (model.n_head=3 does not divide d_model=32) prints its one line and
+    fails; the job beside it, in the other worker, finishes; the sweep exits 1 with the line, no traceback."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "WANDB_MODE": "disabled", "CUDA_VISIBLE_DEVICES": ""}
+    cmd = [sys.executable, "-m", "icl_hybrids.sweep", "run", "jobs=2", "experiment=smoke", "task=linear",
+           "model=gpt2", "model.n_head=3,2", f"hydra.sweep.dir={sweep}", "trainer.max_steps=6",
+           "eval.every_n_steps=6", "eval.n_prompts=16"]
+    r = subprocess.run(cmd, cwd=REPO, capture_output=True, text=True, env=env, timeout=300)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-4000:]
+    assert "Traceback" not in out and "must divide" in out, out[-4000:]
+    (done,) = sweep.glob("linear/gpt2/*/seed0/results.json")
+    assert "n_head=2" in str(done) and json.loads(done.read_text())["status"] == "finished"
+    assert not list(sweep.glob("linear/gpt2/*n_head=3*/seed0/config.yaml"))

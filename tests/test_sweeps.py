@@ -206,3 +206,20 @@ def test_paper_sweep_rescores_against_its_trained_reference(tmp_path):
         assert pb["baseline"] == f"ckpt:{ref}"
     cfg = (sweep / "decision_tree" / "llama" / "seed0" / "config.yaml").read_text()
     assert "mamba_outer_residual: true" in cfg  # the paper sweep builds models as the paper's code does
+
+
+@pytest.mark.slow
+def test_basic_launcher_runs_the_jobs_after_a_failed_one(tmp_path):
+    """The first job stops on a configuration error (one line); the basic launcher still runs the second, and the
+    sweep exits 1 with the line and no traceback."""
+    sweep = tmp_path / "sweep"
+    env = {**os.environ, "PYTHONPATH": str(REPO), "OMP_NUM_THREADS": "1", "WANDB_MODE": "disabled"}
+    r = subprocess.run([sys.executable, "-m", "icl_hybrids", "-m", "experiment=smoke", "task=linear", "model=gpt2",
+                        "model.n_head=3,2", f"hydra.sweep.dir={sweep}", "trainer.max_steps=4",
+                        "eval.every_n_steps=4", "eval.n_prompts=16"],
+                       cwd=REPO, capture_output=True, text=True, env=env, timeout=120)
+    out = r.stdout + r.stderr
+    assert r.returncode == 1, out[-4000:]
+    assert "Traceback" not in out and out.count("must divide") >= 1, out[-4000:]
+    (done,) = sweep.glob("linear/gpt2/*/seed0/results.json")
+    assert "n_head=2" in str(done) and json.loads(done.read_text())["status"] == "finished"
