@@ -51,15 +51,20 @@ install: $(STAMP)
 demo: install
 	$(PY) -m icl_hybrids.demo
 
+# pytest-xdist workers: one per core, at most 4 (the tests are single-threaded; a file's tests share a worker,
+# so module fixtures such as the SLURM cluster start once). TEST_JOBS=0 runs them in this process.
+TEST_JOBS ?= $(shell python3 -c 'import os; print(min(4, len(os.sched_getaffinity(0))))' 2>/dev/null || echo 2)
+TEST_DIST := $(if $(filter 0,$(TEST_JOBS)),-p no:xdist,-n $(TEST_JOBS) --dist loadfile)
+
 test: install lint
-	$(PY) -m pytest -q -x --durations=15
+	$(PY) -m pytest -q -x $(TEST_DIST) --durations=15
 
 # ruff (pyproject.toml [tool.ruff]); part of make test, so CI fails on a lint error
 lint: install
 	$(PY) -m ruff check icl_hybrids tests
 
 test-fast: install
-	$(PY) -m pytest -q -x -m "not slow and not system"
+	$(PY) -m pytest -q -x $(TEST_DIST) -m "not slow and not system"
 
 models: install
 	$(PY) -m icl_hybrids.models
