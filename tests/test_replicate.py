@@ -248,3 +248,13 @@ def test_optional_groups_only_when_asked():
     assert len(a["only"]) == len([g for g in R.group_names() if not g[len(R.PREFIX):].startswith(R.OPTIONAL)])
     assert parse(["run", "optional=true"])[1]["only"] is None  # every group
     assert parse(["plan", "only=c6_decision_tree_paper_code"])[1]["only"] == ["c6_decision_tree_paper_code"]
+
+
+def test_jobs_side_by_side_counts_only_overlapping_sessions():
+    t = "2026-01-01T{}:00+00:00".format
+    one_after_other = [{"started": t("07:00"), "finished": t("08:00"), "n_procs": 2},
+                       {"started": t("08:00"), "finished": t("08:10"), "n_procs": 2}]
+    assert R.max_side_by_side(one_after_other) == 2
+    overlap = [*one_after_other, {"started": t("07:30"), "finished": t("07:40"), "n_procs": 1}]
+    assert R.max_side_by_side(overlap) == 3
+    assert R.max_side_by_side([]) == 0

@@ -36,7 +36,7 @@ from __future__ import annotations
 
 from .judge import BEATS, LEARNED, MARGIN, NEAR, OUTLIERS, RULES, SIBLING, SOLVED, CellData, Check, Verdict, collect, judge
 from .plan import DEFAULT_ROOT, OPTIONAL, PREFIX, RUN_LOG, Group, format_plan, group_names, load_plan, model_parts, unit_cost
-from .report import figures, not_started, report, session_wall
+from .report import figures, max_side_by_side, not_started, report, session_wall
 from .runner import machine, run
 from .stats import CONF, above, baseline_score, below, combine, score_against, t_interval, welch_interval
 
@@ -50,5 +50,5 @@ def main(argv=None) -> int:
 __all__ = ["BEATS", "CONF", "DEFAULT_ROOT", "LEARNED", "MARGIN", "NEAR", "OPTIONAL", "OUTLIERS", "PREFIX", "RULES",
            "RUN_LOG", "SIBLING", "SOLVED", "CellData", "Check", "Group", "Verdict", "above", "baseline_score", "below",
            "collect", "combine", "figures", "format_plan", "group_names", "judge", "load_plan", "machine", "main",
-           "model_parts", "not_started", "report", "run", "score_against", "session_wall", "t_interval", "unit_cost",
-           "welch_interval"]
+           "max_side_by_side", "model_parts", "not_started", "report", "run", "score_against", "session_wall",
+           "t_interval", "unit_cost", "welch_interval"]

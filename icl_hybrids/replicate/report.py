@@ -123,6 +123,25 @@ def session_wall(sessions: list[dict]) -> float:
     return total
 
 
+def max_side_by_side(sessions: list[dict]) -> int:
+    """Most jobs that ran at once: the largest sum of ``n_procs`` over sessions whose [started, finished]
+    intervals overlap (sessions one after the other count one at a time)."""
+    ev = []
+    for s in sessions:
+        try:
+            a = datetime.fromisoformat(s["started"]).timestamp()
+            b = datetime.fromisoformat(s["finished"]).timestamp()
+        except (KeyError, ValueError):
+            continue
+        n = int(s.get("n_procs") or 1)
+        ev += [(a, n), (b, -n)]
+    best = cur = 0
+    for _, d in sorted(ev, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+        cur += d
+        best = max(best, cur)
+    return best
+
+
 def not_started(root: Path, data) -> list[str]:
     """Runs of the plan (conf/experiment/replicate_cpu_*.yaml) with no run directory under ``root``."""
     try:
@@ -158,7 +177,7 @@ def report(root, doc="docs/replication.md", fig_dir="docs/replication") -> Path:
          "(`make replicate-cpu` = `replicate run` + this report). Do not edit by hand: rerun the report.", "",
          "## Scale and cost", "",
          f"- machine: {mach}; one CPU thread per job; "
-         f"{max(2, sum(s.get('n_procs', 1) for s in sessions)) if sessions else 2} jobs side by side at most "
+         f"{max_side_by_side(sessions) or 2} jobs side by side at most "
          "(overlapping sessions are counted once in the wall time)",
          f"- wall time of `replicate run`: **{wall_total / 60:.1f} min** over {len(sessions)} session(s)"
          + (" (" + "; ".join(f"{s['started']} → {s['finished']}: {s['wall_s'] / 60:.1f} min, jobs={s.get('n_procs')}"
