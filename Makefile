@@ -32,7 +32,7 @@ help:
 	@echo "make models  - table of the named architectures and their parameter counts"
 	@echo "make bench   - side-by-side speed benchmark (quick mode)"
 	@echo "make sweep-plan | sweep-cpu | sweep-slurm | table3 | figures  (see README)"
-	@echo "make replicate-cpu - reduced-scale replication of the paper's claims (~75 min on 2 cores) -> docs/replication.md"
+	@echo "make replicate-cpu - reduced-scale replication of the paper's claims (~66 min on 2 cores; OPTIONAL=true ~71) -> docs/replication.md"
 
 $(PY):
 	python3 -m venv $(VENV)
