@@ -101,19 +101,24 @@ def figures(data, fig_dir: Path) -> dict[str, Path]:
     return out
 
 
-def session_wall(sessions: list[dict]) -> float:
-    """Wall time covered by the run sessions (the union of their [started, finished] intervals: sessions that
-    ran side by side, e.g. two ``run jobs=1 only=...`` on different groups, are not counted twice)."""
-    iv = []
+def _intervals(sessions: list[dict]) -> list[tuple[float, float, dict]]:
+    """(started, finished, session) in seconds for every session of the run log with both times readable."""
+    out = []
     for s in sessions:
         try:
             a = datetime.fromisoformat(s["started"]).timestamp()
             b = datetime.fromisoformat(s["finished"]).timestamp()
         except (KeyError, ValueError):
             continue
-        iv.append((a, b))
+        out.append((a, b, s))
+    return out
+
+
+def session_wall(sessions: list[dict]) -> float:
+    """Wall time covered by the run sessions (the union of their [started, finished] intervals: sessions that
+    ran side by side, e.g. two ``run jobs=1 only=...`` on different groups, are not counted twice)."""
     total, end = 0.0, None
-    for a, b in sorted(iv):
+    for a, b, _ in sorted(_intervals(sessions), key=lambda iv: iv[:2]):
         if end is None or a > end:
             total += b - a
             end = b
@@ -127,16 +132,11 @@ def max_side_by_side(sessions: list[dict]) -> int:
     """Most jobs that ran at once: the largest sum of ``n_procs`` over sessions whose [started, finished]
     intervals overlap (sessions one after the other count one at a time)."""
     ev = []
-    for s in sessions:
-        try:
-            a = datetime.fromisoformat(s["started"]).timestamp()
-            b = datetime.fromisoformat(s["finished"]).timestamp()
-        except (KeyError, ValueError):
-            continue
+    for a, b, s in _intervals(sessions):
         n = int(s.get("n_procs") or 1)
         ev += [(a, n), (b, -n)]
     best = cur = 0
-    for _, d in sorted(ev, key=lambda e: (e[0], e[1])):  # an end before a start at the same instant
+    for _, d in sorted(ev):  # at the same instant an end (-n) sorts before a start
         cur += d
         best = max(best, cur)
     return best
