@@ -124,15 +124,17 @@ class ICLModule(L.LightningModule):
     def _logs_this_step(self, step: int) -> bool:
         """Whether this step's metrics reach a logger or the progress bar. ``self.log`` costs ~0.5 ms a
         call on CPU (~20% of a small model's step) and Lightning hands on-step values to the loggers only
-        every ``log_every_n_steps`` steps, so between those steps the values are dropped unless a progress
-        bar shows them (the last step is kept: Lightning also logs when the run stops)."""
+        every ``log_every_n_steps`` steps (and on a step where the run is stopping), so between those steps
+        the values are dropped unless a progress bar shows them. The same rule as Lightning's (private)
+        ``_LoggerConnector.should_update_logs``: one step per batch here, so its ``_batches_that_stepped`` is
+        the global step."""
         trainer = self._trainer
         if trainer is None or trainer.progress_bar_callback is not None:
             return True
         every = int(trainer.log_every_n_steps or 0)
         if every <= 0:
             return False
-        return (step + 1) % every == 0 or (trainer.max_steps > 0 and step + 1 >= trainer.max_steps)
+        return (step + 1) % every == 0 or trainer.should_stop
 
     # ---- non-finite guard (callbacks.NonFiniteGuard reads it) -------------------------------------
     def _record_nonfinite(self, loss, step: int) -> None:
